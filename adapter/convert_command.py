@@ -1,0 +1,146 @@
+"""The ``convert`` command's output side: where bundles go, progress, summary, exit code.
+
+Conversion streams: inputs are read, converted and written one at a time (or a few at a time
+with ``--jobs``), so memory stays flat however many records a folder holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+from adapter.mapping import ConversionOptions
+from adapter.pipeline import (
+    STDIN,
+    Outcome,
+    convert_source,
+    dump_json,
+    dump_ndjson_line,
+    expand_inputs,
+)
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _usage(message: str) -> int:
+    print(f"fhir-adapter convert: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _outcomes(sources: list[str], options: ConversionOptions, jobs: int) -> Iterator[Outcome]:
+    if jobs <= 1 or len(sources) < 2:
+        for source in sources:
+            yield convert_source(source, options)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield from pool.map(partial(convert_source, options=options), sources, chunksize=16)
+
+
+def _output_name(source: str) -> str:
+    return "stdin.json" if source == STDIN else Path(source).with_suffix(".json").name
+
+
+class _NdjsonWriter:
+    """One file per resource type, opened on first use and appended to across inputs."""
+
+    def __init__(self, folder: Path, stack: ExitStack) -> None:
+        self.folder = folder
+        self.stack = stack
+        self.files: dict[str, IO[bytes]] = {}
+
+    def write(self, bundle: dict[str, Any]) -> None:
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            kind = resource["resourceType"]
+            if kind not in self.files:
+                path = self.folder / f"{kind}.ndjson"
+                self.files[kind] = self.stack.enter_context(path.open("wb"))
+            self.files[kind].write(dump_ndjson_line(resource))
+
+
+def _validation_errors(bundle: dict[str, Any], version: str) -> list[str]:
+    from adapter.fhir_validation import validate_bundle_resources
+
+    return validate_bundle_resources(bundle, version)
+
+
+def run_convert(args: argparse.Namespace, options: ConversionOptions) -> int:
+    """Execute ``fhir-adapter convert``; returns the exit code."""
+    sources = list(expand_inputs(args.inputs))
+    if not sources:
+        return _usage("no input files found")
+    if args.format == "ndjson" and not args.out_dir:
+        return _usage("--format ndjson needs --out-dir")
+    if len(sources) > 1 and not args.out_dir:
+        return _usage(f"{len(sources)} inputs need --out-dir (or convert one at a time)")
+    if args.output and args.out_dir:
+        return _usage("use either -o or --out-dir")
+    if args.jobs < 1:
+        return _usage("--jobs must be at least 1")
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    converted = failed = warning_count = 0
+    failures: list[str] = []
+    show_progress = not args.quiet and len(sources) > 1 and sys.stderr.isatty()
+    with ExitStack() as stack:
+        ndjson = _NdjsonWriter(out_dir, stack) if out_dir and args.format == "ndjson" else None
+        progress = None
+        if show_progress:
+            from rich.progress import Progress
+
+            progress = stack.enter_context(Progress(transient=True))
+            task = progress.add_task("converting", total=len(sources))
+        for outcome in _outcomes(sources, options, args.jobs):
+            if progress is not None:
+                progress.advance(task)
+            for warning in outcome.warnings:
+                print(f"{outcome.source}: warning: {warning}", file=sys.stderr)
+            warning_count += len(outcome.warnings)
+            if outcome.bundle is None:
+                failed += 1
+                failures.append(outcome.source)
+                for error in outcome.errors:
+                    print(error.line(outcome.source), file=sys.stderr)
+                continue
+            if args.validate:
+                problems = _validation_errors(outcome.bundle, options.fhir_version)
+                if problems:
+                    failed += 1
+                    failures.append(outcome.source)
+                    for problem in problems:
+                        print(f"{outcome.source}: {problem}", file=sys.stderr)
+                    continue
+            converted += 1
+            if ndjson is not None:
+                ndjson.write(outcome.bundle)
+            elif out_dir is not None:
+                (out_dir / _output_name(outcome.source)).write_bytes(dump_json(outcome.bundle))
+            elif args.output and args.output != STDIN:
+                Path(args.output).write_bytes(dump_json(outcome.bundle))
+            else:
+                sys.stdout.buffer.write(dump_json(outcome.bundle))
+                sys.stdout.flush()
+    if not args.quiet:
+        summary = {
+            "converted": converted,
+            "failed": failed,
+            "warnings": warning_count,
+            "failed_inputs": failures,
+        }
+        writes_stdout = out_dir is None and (not args.output or args.output == STDIN)
+        stream = sys.stderr if writes_stdout else sys.stdout
+        if args.summary == "json":
+            print(json.dumps(summary), file=stream)
+        else:
+            print(
+                f"converted {converted}, failed {failed}, warnings {warning_count}", file=sys.stderr
+            )
+    return EXIT_INVALID if failed else EXIT_OK

@@ -1,0 +1,92 @@
+"""What every mapper needs besides the record: ids, references, the target version, options.
+
+Mappers are pure functions of ``(record, context)``; the context is immutable and derives
+every id from the record, so the same record always yields the same bundle and pushing it twice
+matches the same resources on the server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FhirVersion = Literal["R4", "R5"]
+
+DEFAULT_NAMESPACE = "https://fhir-oncology-adapter.example.org"
+"""Base of identifier systems and of the adapter's own code systems and extensions.
+
+A deployment sets its own (``--namespace`` / ``FHIR_ADAPTER_NAMESPACE``) so that identifiers
+from several registries never collide; changing it after records were pushed makes every record
+look new to the server.
+"""
+
+
+@dataclass(frozen=True)
+class ConversionOptions:
+    """Choices a caller makes for one conversion."""
+
+    fhir_version: FhirVersion = "R4"
+    namespace: str = DEFAULT_NAMESPACE
+    recorded: str | None = None
+    """Provenance.recorded when the record has no ``recorded_at`` (an instant with time zone)."""
+
+
+@dataclass(frozen=True)
+class MappingContext:
+    """Per-record constants shared by all mappers."""
+
+    record_id: str
+    options: ConversionOptions
+    canonical: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "canonical", self.options.namespace.rstrip("/") + "/fhir")
+
+    @property
+    def version(self) -> FhirVersion:
+        """The FHIR release being produced."""
+        return self.options.fhir_version
+
+    @property
+    def identifier_system(self) -> str:
+        """System of every business identifier the adapter assigns (except the Patient's)."""
+        return self.options.namespace.rstrip("/") + "/fhir/identifier/resource"
+
+    @property
+    def patient_identifier_system(self) -> str:
+        """System of the Patient identifier, whose value is the record_id."""
+        return self.options.namespace.rstrip("/") + "/fhir/identifier/case-record"
+
+    def local_key(self, resource_type: str, key: str) -> str:
+        """Business identifier value of a resource: record, type and the item's local key."""
+        return f"{self.record_id}/{resource_type}/{key}"
+
+    def full_url(self, resource_type: str, key: str) -> str:
+        """Deterministic ``urn:uuid`` of a bundle entry (UUIDv5 over the business identifier)."""
+        name = f"{self.identifier_system}|{self.local_key(resource_type, key)}"
+        return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+
+    def reference(self, resource_type: str, key: str, display: str | None = None) -> dict[str, Any]:
+        """A Reference to another resource of the same bundle."""
+        ref: dict[str, Any] = {"reference": self.full_url(resource_type, key)}
+        if display:
+            ref["display"] = display
+        return ref
+
+    def identifier(self, resource_type: str, key: str) -> dict[str, str]:
+        """The business identifier of a resource."""
+        return {"system": self.identifier_system, "value": self.local_key(resource_type, key)}
+
+    @property
+    def patient_reference(self) -> dict[str, Any]:
+        """Reference to the case's Patient."""
+        return {"reference": self.full_url("Patient", "patient")}
+
+    def extension_url(self, name: str) -> str:
+        """URL of one of the adapter's own extensions (documented in mappings/README.md)."""
+        return f"{self.canonical}/StructureDefinition/{name}"
+
+    def code_system(self, name: str) -> str:
+        """URL of one of the adapter's own code systems (documented in mappings/README.md)."""
+        return f"{self.canonical}/CodeSystem/{name}"

@@ -1,0 +1,150 @@
+"""Labs, scores, stated ages and treatment responses → Observation.
+
+Values keep the unit fixed by mappings/terminology/observations.json; an observation whose date
+is given only relative to a treatment gets that date when the anchor is known to the day, and
+otherwise carries the relative time in an extension instead of a made-up date.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapter import terminology
+from adapter.mapping import extensions
+from adapter.mapping.context import MappingContext
+from adapter.mapping.courses import AgentPlan, resolve_relative
+from adapter.mapping.datatypes import (
+    UCUM,
+    annotation,
+    coding,
+    concept,
+    number,
+    text_concept,
+    ucum_quantity,
+)
+
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def _timing(
+    ctx: MappingContext,
+    item: dict[str, Any],
+    treatments: dict[str, dict[str, Any]],
+    plans: dict[str, list[AgentPlan]],
+    resource: dict[str, Any],
+) -> None:
+    if "date" in item:
+        resource["effectiveDateTime"] = item["date"]
+    elif "after" in item:
+        resolved = resolve_relative(item["after"], treatments, plans)
+        if resolved:
+            resource["effectiveDateTime"] = resolved
+        resource.setdefault("extension", []).append(extensions.relative_time(ctx, item["after"]))
+
+
+def map_measurement(
+    ctx: MappingContext,
+    index: int,
+    item: dict[str, Any],
+    treatments: dict[str, dict[str, Any]],
+    plans: dict[str, list[AgentPlan]],
+) -> dict[str, Any]:
+    """One lab value or score of ``observations``."""
+    kind = terminology.lookup("observations", item["kind"])
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [ctx.identifier("Observation", f"obs{index + 1}")],
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    coding(OBSERVATION_CATEGORY, kind.attributes.get("category", "laboratory"))
+                ]
+            }
+        ],
+        "code": kind.codeable_concept(),
+        "subject": ctx.patient_reference,
+    }
+    _timing(ctx, item, treatments, plans, resource)
+    if "value" in item:
+        unit = kind.attributes.get("unit")
+        if unit:
+            resource["valueQuantity"] = ucum_quantity(item["value"], unit, item.get("comparator"))
+        else:
+            resource["valueQuantity"] = {"value": number(item["value"])}
+            if item.get("comparator"):
+                resource["valueQuantity"]["comparator"] = item["comparator"]
+    else:
+        resource["valueString"] = item["text"]
+    notes = []
+    if "text" in item and "value" in item:
+        notes.append(annotation(item["text"]))
+    if "context" in item:
+        notes.append(annotation(f"context: {item['context'].replace('_', ' ')}"))
+    if notes:
+        resource["note"] = notes
+    return resource
+
+
+def map_age(ctx: MappingContext, index: int, age: dict[str, Any]) -> dict[str, Any]:
+    """A stated age, kept as the source gave it, with the event it refers to."""
+    entry = terminology.table("observations").get("age")
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [ctx.identifier("Observation", f"age{index + 1}")],
+        "status": "final",
+        "code": entry.codeable_concept() if entry else text_concept("Age"),
+        "subject": ctx.patient_reference,
+    }
+    if "date" in age:
+        resource["effectiveDateTime"] = age["date"]
+    resource["valueQuantity"] = {
+        "value": age["years"],
+        "unit": "years",
+        "system": UCUM,
+        "code": "a",
+    }
+    notes = [annotation(f"age at {age['refers_to'].replace('_', ' ')}")]
+    if "note" in age:
+        notes.append(annotation(age["note"]))
+    resource["note"] = notes
+    return resource
+
+
+def map_response(
+    ctx: MappingContext,
+    treatment: dict[str, Any],
+    index: int,
+    response: dict[str, Any],
+    course_refs: list[dict[str, Any]],
+    primary_dx: str | None,
+    treatments: dict[str, dict[str, Any]],
+    plans: dict[str, list[AgentPlan]],
+) -> dict[str, Any]:
+    """A response assessment of one compartment, tied to the course it is attributed to."""
+    compartment = response["compartment"]
+    code_entry = terminology.table("responses").get(f"{compartment}_response")
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [ctx.identifier("Observation", f"{treatment['id']}.response{index + 1}")],
+        "status": "final",
+        "code": (
+            code_entry.codeable_concept()
+            if code_entry
+            else text_concept(f"{compartment.capitalize()} response to treatment")
+        ),
+        "subject": ctx.patient_reference,
+    }
+    if course_refs:
+        key = "basedOn" if treatment["kind"] == "drug" else "partOf"
+        resource[key] = course_refs
+    if primary_dx:
+        resource["focus"] = [ctx.reference("Condition", primary_dx)]
+    _timing(ctx, response, treatments, plans, resource)
+    if "category" in response:
+        resource["valueCodeableConcept"] = concept(
+            "responses", response["category"], response.get("text")
+        )
+    else:
+        resource["valueString"] = response["text"]
+    return resource

@@ -1,0 +1,281 @@
+"""Checks a parsed case record against the schema and the rules a schema cannot express.
+
+The JSON Schema (mappings/case-record.schema.json) fixes the shape; this module adds what needs
+the whole record or the code tables: unique local ids, references that resolve, concept keys
+that exist in mappings/terminology/, ordering of dates. Every error names its JSON path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from adapter import terminology
+from adapter.mappings import load_json
+from adapter.record.dates import PartialDate, is_partial_date
+from adapter.record.errors import RecordError
+
+SCHEMA_FILE = "case-record.schema.json"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def json_path(parts: Any) -> str:
+    """``$.a.b[0]`` from a jsonschema path deque; keys that are not identifiers are quoted."""
+    out = "$"
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            out += f".{part}"
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _is_date_time(value: object) -> bool:
+    """Calendar validity of an RFC 3339 date-time (the schema's pattern checks the shape)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    checker = FormatChecker(formats=())
+    checker.checks("partial-date")(is_partial_date)
+    checker.checks("date-time")(_is_date_time)
+    schema = load_json(SCHEMA_FILE)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=checker)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _schema_errors(error: ValidationError) -> Iterator[RecordError]:
+    """Rephrase one jsonschema error so it names the field and the rule in plain words."""
+    path = list(error.absolute_path)
+    rule = str(error.validator)
+    instance = error.instance
+    if rule == "additionalProperties" and isinstance(instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        for extra in sorted(set(instance) - allowed):
+            yield RecordError(
+                json_path([*path, extra]),
+                "unknown-property",
+                f"unknown property {extra!r} (allowed: {', '.join(sorted(allowed))})",
+            )
+        return
+    if rule == "required" and isinstance(instance, dict):
+        for missing in error.validator_value:
+            if missing not in instance:
+                yield RecordError(
+                    json_path([*path, missing]), "required", "required property is missing"
+                )
+        return
+    messages: dict[str, Callable[[], str]] = {
+        "enum": lambda: (
+            f"{_short(instance)} is not one of {', '.join(map(str, error.validator_value))}"
+        ),
+        "const": lambda: f"{_short(instance)} must be {error.validator_value!r}",
+        "type": lambda: f"{_short(instance)} is not of type {error.validator_value}",
+        "pattern": lambda: f"{_short(instance)} does not match the pattern {error.validator_value}",
+        "format": lambda: (
+            f"{_short(instance)} is not a valid {error.validator_value}"
+            + (
+                " (YYYY, YYYY-MM or YYYY-MM-DD, a real calendar date)"
+                if error.validator_value == "partial-date"
+                else ""
+            )
+        ),
+        "minimum": lambda: f"{_short(instance)} is below the minimum {error.validator_value}",
+        "maximum": lambda: f"{_short(instance)} is above the maximum {error.validator_value}",
+        "exclusiveMinimum": lambda: (
+            f"{_short(instance)} must be greater than {error.validator_value}"
+        ),
+        "minItems": lambda: f"needs at least {error.validator_value} item(s)",
+        "minProperties": lambda: f"needs at least {error.validator_value} property",
+        "uniqueItems": lambda: "items must be unique",
+        "minLength": lambda: f"must have at least {error.validator_value} character(s)",
+        "maxLength": lambda: f"must have at most {error.validator_value} characters",
+        "anyOf": lambda: (
+            "needs one of: "
+            + ", ".join(
+                "/".join(repr(k) for k in branch.get("required", [])) or "?"
+                for branch in error.validator_value
+            )
+        ),
+    }
+    render = messages.get(rule)
+    text = render() if render else error.message
+    yield RecordError(json_path(path), rule, text)
+
+
+def _walk_relative_times(node: Any, path: list[Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+    """Every relative-time object in the record (they all carry a ``treatment`` reference)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in {"after", "onset_after", "end_after", "start_after"} and isinstance(
+                value, dict
+            ):
+                yield [*path, key], value
+            yield from _walk_relative_times(value, [*path, key])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk_relative_times(value, [*path, index])
+
+
+def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
+    ids: dict[str, str] = {}
+    for section in ("diagnoses", "treatments", "adverse_events"):
+        for index, item in enumerate(record.get(section, [])):
+            path = json_path([section, index, "id"])
+            if item["id"] in ids:
+                yield RecordError(
+                    path, "unique-id", f"id {item['id']!r} is already used at {ids[item['id']]}"
+                )
+            else:
+                ids[item["id"]] = path
+    treatment_ids = {t["id"] for t in record.get("treatments", [])}
+    ae_ids = {a["id"] for a in record.get("adverse_events", [])}
+    regimens = load_json("regimens.json")["regimens"]
+    staging_applies = set(load_json("staging/iscl-eortc.json")["applies_to"])
+
+    def unknown(path: list[Any], table: str, key: str, what: str) -> RecordError:
+        return RecordError(
+            json_path(path),
+            "unknown-concept",
+            f"{key!r} is not a known {what} (mappings/terminology/{table}.json)",
+        )
+
+    for index, dx in enumerate(record.get("diagnoses", [])):
+        if not terminology.has("conditions", dx["condition"]):
+            yield unknown(
+                ["diagnoses", index, "condition"], "conditions", dx["condition"], "condition"
+            )
+        if dx.get("stagings") and dx["condition"] not in staging_applies:
+            yield RecordError(
+                json_path(["diagnoses", index, "stagings"]),
+                "staging-not-applicable",
+                f"ISCL/EORTC staging applies only to {', '.join(sorted(staging_applies))}",
+            )
+
+    for index, treatment in enumerate(record.get("treatments", [])):
+        base: list[Any] = ["treatments", index]
+        agents = treatment.get("agents", [])
+        if treatment["kind"] == "drug" and not agents:
+            yield RecordError(
+                json_path([*base, "agents"]),
+                "required",
+                "a drug treatment needs at least one agent",
+            )
+        if treatment["kind"] != "drug" and agents:
+            yield RecordError(
+                json_path([*base, "agents"]),
+                "agents-on-procedure",
+                f"a {treatment['kind']} treatment has no agents",
+            )
+        for a_index, agent in enumerate(agents):
+            if not terminology.has("drugs", agent["drug"]):
+                yield unknown([*base, "agents", a_index, "drug"], "drugs", agent["drug"], "drug")
+        schedules = [([*base, "schedule"], treatment.get("schedule"))]
+        schedules += [
+            ([*base, "agents", i, "schedule"], a.get("schedule")) for i, a in enumerate(agents)
+        ]
+        schedules += [
+            ([*base, "interruptions", i, "restart_schedule"], p.get("restart_schedule"))
+            for i, p in enumerate(treatment.get("interruptions", []))
+        ]
+        for schedule_path, schedule in schedules:
+            if schedule and "regimen" in schedule and schedule["regimen"] not in regimens:
+                yield RecordError(
+                    json_path([*schedule_path, "regimen"]),
+                    "unknown-regimen",
+                    f"{schedule['regimen']!r} is not a regimen of mappings/regimens.json",
+                )
+        for w_index, other in enumerate(treatment.get("with", [])):
+            if other not in treatment_ids or other == treatment["id"]:
+                yield RecordError(
+                    json_path([*base, "with", w_index]),
+                    "reference",
+                    f"{other!r} is not another treatment of this record",
+                )
+        for p_index, pause in enumerate(treatment.get("interruptions", [])):
+            if "adverse_event" in pause and pause["adverse_event"] not in ae_ids:
+                yield RecordError(
+                    json_path([*base, "interruptions", p_index, "adverse_event"]),
+                    "reference",
+                    f"{pause['adverse_event']!r} is not an adverse event id",
+                )
+        if "start" in treatment and "end" in treatment:
+            start, end = PartialDate.parse(treatment["start"]), PartialDate.parse(treatment["end"])
+            if end.latest() < start.earliest():
+                yield RecordError(
+                    json_path([*base, "end"]), "date-order", f"end {end} is before start {start}"
+                )
+
+    for index, event in enumerate(record.get("adverse_events", [])):
+        if not terminology.has("adverse-events", event["term"]):
+            yield unknown(
+                ["adverse_events", index, "term"],
+                "adverse-events",
+                event["term"],
+                "adverse-event term",
+            )
+        for s_index, suspect in enumerate(event.get("suspects", [])):
+            s_path: list[Any] = ["adverse_events", index, "suspects", s_index]
+            if suspect["treatment"] not in treatment_ids:
+                yield RecordError(
+                    json_path([*s_path, "treatment"]),
+                    "reference",
+                    f"{suspect['treatment']!r} is not a treatment id of this record",
+                )
+            if "drug" in suspect and not terminology.has("drugs", suspect["drug"]):
+                yield unknown([*s_path, "drug"], "drugs", suspect["drug"], "drug")
+
+    for index, observation in enumerate(record.get("observations", [])):
+        if not terminology.has("observations", observation["kind"]):
+            yield unknown(
+                ["observations", index, "kind"],
+                "observations",
+                observation["kind"],
+                "observation kind",
+            )
+
+    for relative_path, relative in _walk_relative_times(record, []):
+        if relative["treatment"] not in treatment_ids:
+            yield RecordError(
+                json_path([*relative_path, "treatment"]),
+                "reference",
+                f"{relative['treatment']!r} is not a treatment id of this record",
+            )
+        if not set(relative) & {"days", "weeks", "months", "after_dose", "after_cycle", "text"}:
+            yield RecordError(
+                json_path(relative_path),
+                "required",
+                "a relative time needs days, weeks, months, after_dose, after_cycle or text",
+            )
+
+
+def validate_record(record: dict[str, Any]) -> list[RecordError]:
+    """All problems of a record, sorted by path; an empty list means the record is valid.
+
+    Semantic rules run only on a schema-valid record: they rely on the shape the schema
+    guarantees, and a shape error is what the author needs to fix first anyway.
+    """
+    errors = [e for err in _validator().iter_errors(record) for e in _schema_errors(err)]
+    if not errors:
+        errors = list(_semantic_errors(record))
+    return sorted(set(errors))

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up everything and runs every check: lint, types, unit tests and the integration tests
+# against a real HAPI FHIR server that this script builds (Maven) and starts itself.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+
+echo "== ruff"
+.venv/bin/ruff check adapter tests bench
+echo "== mypy"
+.venv/bin/mypy
+
+if [ "${SKIP_HAPI:-0}" != "1" ]; then
+  echo "== starting the local HAPI FHIR server (first build downloads Maven dependencies)"
+  trap 'bash tests/hapi-server/hapi.sh stop >/dev/null 2>&1 || true' EXIT
+  FHIR_TEST_SERVER_URL=$(bash tests/hapi-server/hapi.sh start | tail -n 1)
+  export FHIR_TEST_SERVER_URL
+  echo "HAPI FHIR at $FHIR_TEST_SERVER_URL"
+fi
+
+echo "== pytest"
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$status"

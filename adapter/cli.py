@@ -17,6 +17,7 @@ from adapter.record.validate import validate_record
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70
 
 
 def _print_errors(source: str, errors: list[RecordError]) -> None:
@@ -155,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # last resort: a bug must still not print a traceback at users
+        print(
+            f"fhir-adapter: internal error ({type(exc).__name__}: {exc}); please report it "
+            "with the input that caused it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

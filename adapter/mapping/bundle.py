@@ -41,6 +41,18 @@ def _business_identifier(resource: dict[str, Any]) -> dict[str, str]:
     return first
 
 
+PUT_BY_ID = frozenset({"AdverseEvent"})
+"""Types an R4 server cannot search by identifier (R4 AdverseEvent has no ``identifier``
+search parameter), so a conditional create is impossible: they are PUT to an id derived from
+the record instead, which is just as idempotent. Provenance, which has no identifier at all,
+is always PUT the same way."""
+
+
+def client_id(ctx: MappingContext, key: str) -> str:
+    """A FHIR id (``[A-Za-z0-9.-]{1,64}``) derived from the record and the item's key."""
+    return f"{ctx.record_id}-{key}".replace("_", "-")
+
+
 def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
     """A transaction entry whose fullUrl matches the references other mappers built."""
     resource_type = resource["resourceType"]
@@ -49,6 +61,16 @@ def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
             "fullUrl": ctx.full_url("Provenance", "provenance"),
             "resource": resource,
             "request": {"method": "PUT", "url": f"Provenance/{resource['id']}"},
+        }
+    if resource_type in PUT_BY_ID:
+        key = _business_identifier(resource)["value"].split("/", 2)[2]
+        resource_id = client_id(ctx, key)
+        body = {"resourceType": resource_type, "id": resource_id}
+        body.update((k, v) for k, v in resource.items() if k != "resourceType")
+        return {
+            "fullUrl": ctx.full_url(resource_type, key),
+            "resource": body,
+            "request": {"method": "PUT", "url": f"{resource_type}/{resource_id}"},
         }
     identifier = _business_identifier(resource)
     value = identifier["value"]

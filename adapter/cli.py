@@ -58,6 +58,114 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return run_convert(args, _options(args))
 
 
+def _server(args: argparse.Namespace) -> str | None:
+    server = args.server or os.environ.get("FHIR_SERVER_URL")
+    if not server:
+        print("fhir-adapter: error: give --server URL or set FHIR_SERVER_URL", file=sys.stderr)
+    return server
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Convert and push each record as one idempotent transaction."""
+    from adapter.fhir.errors import FhirError
+    from adapter.pipeline import convert_source, expand_inputs
+    from adapter.push import fhir_client, push_bundle
+
+    server = _server(args)
+    if not server:
+        return EXIT_USAGE
+    failed = 0
+    with fhir_client(server) as client:
+        for source in expand_inputs(args.files):
+            outcome = convert_source(source, _options(args))
+            if outcome.bundle is None:
+                failed += 1
+                _print_errors(source, outcome.errors)
+                continue
+            try:
+                result = push_bundle(client, outcome.bundle)
+            except FhirError as exc:
+                failed += 1
+                print(f"{source}: push failed: {exc}", file=sys.stderr)
+                continue
+            print(f"{source}: {len(result.references)} resources, {result.created} new")
+            if not args.quiet:
+                for reference in result.references:
+                    print(f"  {reference}")
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch a patient's resources and map them back to a case record."""
+    from adapter.fhir.errors import FhirError
+    from adapter.pipeline import dump_json
+    from adapter.push import fhir_client
+    from adapter.reverse import pull_case_record
+
+    server = _server(args)
+    if not server:
+        return EXIT_USAGE
+    try:
+        with fhir_client(server) as client:
+            record = pull_case_record(client, args.patient, args.namespace)
+    except LookupError as exc:
+        print(f"fhir-adapter pull: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except FhirError as exc:
+        print(f"fhir-adapter pull: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    data = dump_json(record)
+    if args.output and args.output != "-":
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return EXIT_OK
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    """Draw a swimmer timeline of one case (record, or a bundle the adapter produced)."""
+    from adapter.pipeline import validated_record
+    from adapter.record.loader import load_record_file
+    from adapter.reverse import bundle_to_record
+    from adapter.timeline import render_timeline
+
+    try:
+        document = load_record_file(Path(args.file))
+    except RecordInputError as exc:
+        _print_errors(args.file, exc.errors)
+        return EXIT_INVALID
+    if document.get("resourceType") == "Bundle":
+        document = bundle_to_record(document, args.namespace)
+    import json
+
+    record, errors = validated_record(json.dumps(document).encode())
+    if record is None:
+        _print_errors(args.file, errors)
+        return EXIT_INVALID
+    try:
+        render_timeline(record, Path(args.output))
+    except ValueError as exc:
+        print(f"fhir-adapter timeline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"timeline written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gateway with uvicorn."""
+    from adapter.gateway.server import serve
+
+    return int(serve(args.host, args.port))
+
+
+def _namespace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("FHIR_ADAPTER_NAMESPACE", DEFAULT_NAMESPACE),
+        help="base URI of identifier systems (env FHIR_ADAPTER_NAMESPACE)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; separate so that tests and shell completion can inspect it."""
     parser = argparse.ArgumentParser(
@@ -139,6 +247,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="closing summary format (json for scripts)",
     )
     convert.set_defaults(handler=cmd_convert)
+
+    push = commands.add_parser(
+        "push",
+        help="convert case records and push them to a FHIR server",
+        description="Convert each record and POST it as one transaction. Every entry is a "
+        "conditional create on a business identifier (or a PUT to a derived id), so pushing "
+        "the same record again creates nothing new. Retries with backoff on 409/429/502/503/"
+        "504 and connection errors. Bearer token from FHIR_SERVER_TOKEN.",
+        epilog="example: fhir-adapter push examples/cases/*.json --server http://127.0.0.1:8089/fhir",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push.add_argument("files", nargs="+", metavar="FILE", help="case record files or folders")
+    push.add_argument("--server", help="FHIR base URL (env FHIR_SERVER_URL)")
+    push.add_argument("--fhir-version", choices=["R4", "R5"], default="R4")
+    push.add_argument("-q", "--quiet", action="store_true", help="one line per record")
+    _namespace_option(push)
+    push.set_defaults(handler=cmd_push)
+
+    pull = commands.add_parser(
+        "pull",
+        help="fetch a patient's resources and map them back to a case record",
+        description="Find the Patient by its case-record identifier, fetch its resources with "
+        "Patient/$everything, and map them back to a case record.",
+        epilog="example: fhir-adapter pull --server http://127.0.0.1:8089/fhir "
+        "--patient caruso2022-02 -o case.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pull.add_argument("--server", help="FHIR base URL (env FHIR_SERVER_URL)")
+    pull.add_argument(
+        "--patient",
+        required=True,
+        metavar="IDENTIFIER",
+        help="the case record_id the Patient was pushed with",
+    )
+    pull.add_argument("-o", "--output", metavar="case.json", help="output file (default stdout)")
+    _namespace_option(pull)
+    pull.set_defaults(handler=cmd_pull)
+
+    timeline = commands.add_parser(
+        "timeline",
+        help="draw a swimmer timeline of one case as SVG or PNG",
+        description="Lines of therapy as bars with dose marks, responses, adverse events shaded "
+        "by grade, stagings and death, from a case record or a bundle the adapter produced.",
+        epilog="example: fhir-adapter timeline examples/cases/caruso2022-02.json -o case.svg",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    timeline.add_argument("file", metavar="FILE", help="case record or adapter bundle")
+    timeline.add_argument("-o", "--output", required=True, metavar="case.svg|case.png")
+    _namespace_option(timeline)
+    timeline.set_defaults(handler=cmd_timeline)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the FHIR gateway (FastAPI) with uvicorn",
+        description="Run the gateway a hospital EHR pushes case records and FHIR Bundles to. "
+        "Configured by environment variables (see README: Gateway).",
+        epilog="example: FHIR_ADAPTER_UPSTREAM_URL=http://127.0.0.1:8089/fhir "
+        "FHIR_ADAPTER_API_KEYS=secret fhir-adapter serve --port 8080",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -14,6 +14,7 @@ from adapter.mapping import extensions
 from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan, resolve_relative
 from adapter.mapping.datatypes import annotation, concept, data_absent, text_concept
+from adapter.mapping.research_study import trial_reference
 from adapter.mappings import load_json
 
 GRADE_EXTENSION = {
@@ -23,14 +24,16 @@ GRADE_EXTENSION = {
 _SEVERITY_BY_GRADE = {1: "mild", 2: "moderate", 3: "severe", 4: "severe", 5: "severe"}
 
 
-def attribute(name: str, value: str) -> dict[str, Any]:
+def attribute(name: str, value: str, version: str = "R5") -> dict[str, Any]:
     """CodeableConcept for a record enum, via mappings/adverse-event-attributes.json.
 
     The alias file says which verified concept of ae-grades.json a value means; values with
-    no HL7 code (Naranjo as a named method, 'unrelated') travel as text alone.
+    no HL7 code (Naranjo as a named method, 'unrelated') travel as text alone. R4 output uses
+    the capitalised R4 codes where R4 and THO differ.
     """
     aliases = load_json("adverse-event-attributes.json")
-    key = aliases[name][value]
+    table = aliases["r4"] if version == "R4" and name in aliases["r4"] else aliases
+    key = table[name][value]
     text = aliases["text"].get(f"{name}.{value}")
     if key is None:
         return text_concept(text or value.replace("_", " "))
@@ -63,14 +66,14 @@ def _causality(ctx: MappingContext, suspect: dict[str, Any]) -> list[dict[str, A
     entry: dict[str, Any] = {}
     if ctx.version == "R5":
         if "method" in suspect:
-            entry["assessmentMethod"] = attribute("method", suspect["method"])
+            entry["assessmentMethod"] = attribute("method", suspect["method"], ctx.version)
         if "causality" in suspect:
-            entry["entityRelatedness"] = attribute("causality", suspect["causality"])
+            entry["entityRelatedness"] = attribute("causality", suspect["causality"], ctx.version)
     else:
         if "causality" in suspect:
-            entry["assessment"] = attribute("causality", suspect["causality"])
+            entry["assessment"] = attribute("causality", suspect["causality"], ctx.version)
         if "method" in suspect:
-            entry["method"] = attribute("method", suspect["method"])
+            entry["method"] = attribute("method", suspect["method"], ctx.version)
     return [entry]
 
 
@@ -79,27 +82,45 @@ def map_adverse_event(
     event: dict[str, Any],
     treatments: dict[str, dict[str, Any]],
     plans: dict[str, list[AgentPlan]],
-    study_key: str | None,
+    trial: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """One AdverseEvent in the shape of the target FHIR version."""
     r5 = ctx.version == "R5"
-    ext: list[dict[str, Any]] = []
+    ext: list[dict[str, Any]] = [
+        {"url": ctx.extension_url("concept-key"), "valueCode": event["term"]}
+    ]
     if "grade" in event:
         grade = terminology.lookup("ae-grades", f"grade_{event['grade']}")
         ext.append(
             {"url": GRADE_EXTENSION[ctx.version], "valueCodeableConcept": grade.codeable_concept()}
         )
     onset = event.get("onset")
-    if onset is None and "onset_after" in event:
-        onset = resolve_relative(event["onset_after"], treatments, plans)
-        ext.append(extensions.relative_time(ctx, event["onset_after"], "relative-onset"))
+    if "onset_after" in event:
+        derived = onset is None
+        if derived:
+            onset = resolve_relative(event["onset_after"], treatments, plans)
+        ext.append(
+            extensions.relative_time(
+                ctx,
+                event["onset_after"],
+                "relative-onset",
+                date_derived=derived and onset is not None,
+            )
+        )
     resolution = event.get("end")
-    if resolution is None and "end_after" in event:
-        resolution = resolve_relative(event["end_after"], treatments, plans)
-        ext.append(extensions.relative_time(ctx, event["end_after"], "relative-resolution"))
-    resource: dict[str, Any] = {"resourceType": "AdverseEvent"}
-    if ext:
-        resource["extension"] = ext
+    if "end_after" in event:
+        derived = resolution is None
+        if derived:
+            resolution = resolve_relative(event["end_after"], treatments, plans)
+        ext.append(
+            extensions.relative_time(
+                ctx,
+                event["end_after"],
+                "relative-resolution",
+                date_derived=derived and resolution is not None,
+            )
+        )
+    resource: dict[str, Any] = {"resourceType": "AdverseEvent", "extension": ext}
     identifier = ctx.identifier("AdverseEvent", event["id"])
     resource["identifier"] = [identifier] if r5 else identifier
     if r5:
@@ -118,8 +139,8 @@ def map_adverse_event(
     else:
         resource["_date"] = data_absent("unknown")
     if "serious" in event:
-        resource["seriousness"] = attribute(
-            "seriousness", "serious" if event["serious"] else "non-serious"
+        resource["seriousness"] = attribute(  # R4 and THO codes differ in case
+            "seriousness", "serious" if event["serious"] else "non-serious", ctx.version
         )
     if "grade" in event and not r5:
         resource["severity"] = attribute("severity", _SEVERITY_BY_GRADE[event["grade"]])
@@ -138,8 +159,8 @@ def map_adverse_event(
             suspects.append(entry)
     if suspects:
         resource["suspectEntity"] = suspects
-    if study_key:
-        resource["study"] = [ctx.reference("ResearchStudy", study_key)]
+    if trial:
+        resource["study"] = [trial_reference(trial)]
     notes = []
     if "management" in event:
         notes.append(annotation(f"Management: {event['management']}"))

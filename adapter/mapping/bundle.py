@@ -7,6 +7,7 @@ to an id derived from the record. The same record always gives byte-identical ou
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,6 @@ from adapter.mapping.observation import map_age, map_measurement, map_response
 from adapter.mapping.patient import map_patient
 from adapter.mapping.procedure import map_procedure
 from adapter.mapping.provenance import map_provenance, provenance_id
-from adapter.mapping.research_study import STUDY_KEY, map_research_study
 
 
 @dataclass
@@ -48,9 +48,15 @@ the record instead, which is just as idempotent. Provenance, which has no identi
 is always PUT the same way."""
 
 
-def client_id(ctx: MappingContext, key: str) -> str:
-    """A FHIR id (``[A-Za-z0-9.-]{1,64}``) derived from the record and the item's key."""
-    return f"{ctx.record_id}-{key}".replace("_", "-")
+def client_id(ctx: MappingContext, resource_type: str, key: str) -> str:
+    """A FHIR id (``[A-Za-z0-9.-]{1,64}``) derived from the business identifier.
+
+    The record_id keeps it readable; the hash of the full identifier (namespace included)
+    keeps two registries that reuse a record_id on one server from overwriting each other.
+    """
+    full = f"{ctx.identifier_system}|{ctx.local_key(resource_type, key)}"
+    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
+    return f"{ctx.record_id[:40]}-{digest}"
 
 
 def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +70,7 @@ def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
         }
     if resource_type in PUT_BY_ID:
         key = _business_identifier(resource)["value"].split("/", 2)[2]
-        resource_id = client_id(ctx, key)
+        resource_id = client_id(ctx, resource_type, key)
         body = {"resourceType": resource_type, "id": resource_id}
         body.update((k, v) for k, v in resource.items() if k != "resourceType")
         return {
@@ -111,9 +117,6 @@ def convert_record(
     warnings: list[str] = []
     resources: list[dict[str, Any]] = [map_patient(ctx, record)]
     trial = record["source"].get("trial")
-    study_key = STUDY_KEY if trial else None
-    if trial:
-        resources.append(map_research_study(ctx, trial))
     for dx in record.get("diagnoses", []):
         condition_resources, condition_warnings = map_condition(ctx, record, dx)
         resources.extend(condition_resources)
@@ -139,7 +142,7 @@ def convert_record(
             resources.append(map_procedure(ctx, treatment, primary))
             course_refs[treatment["id"]] = [ctx.reference("Procedure", treatment["id"])]
     for event in record.get("adverse_events", []):
-        resources.append(map_adverse_event(ctx, event, treatments, plans, study_key))
+        resources.append(map_adverse_event(ctx, event, treatments, plans, trial))
     for treatment in record.get("treatments", []):
         for index, response in enumerate(treatment.get("responses", [])):
             resources.append(

@@ -149,9 +149,12 @@ def map_staging(
     return stage_entry, observations, warnings
 
 
-def _onset(ctx: MappingContext, dx: dict[str, Any], ages: list[dict[str, Any]]) -> dict[str, Any]:
+def _onset(dx: dict[str, Any], ages: list[dict[str, Any]]) -> dict[str, Any]:
+    """onset[x]: a date, else the source's words, else the age at diagnosis of the lymphoma."""
     if "onset" in dx:
         return {"onsetDateTime": dx["onset"]}
+    if "onset_text" in dx:
+        return {"onsetString": dx["onset_text"]}
     if dx["role"] == "primary":
         for age in ages:
             if age["refers_to"] in {"diagnosis", "symptom_onset"}:
@@ -163,8 +166,6 @@ def _onset(ctx: MappingContext, dx: dict[str, Any], ages: list[dict[str, Any]]) 
                         "code": "a",
                     }
                 }
-    if "onset_text" in dx:
-        return {"onsetString": dx["onset_text"]}
     return {}
 
 
@@ -191,8 +192,13 @@ def map_condition(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``(Condition followed by its stage Observations, warnings)`` for one diagnosis."""
     resource: dict[str, Any] = {"resourceType": "Condition"}
+    condition_extensions: list[dict[str, Any]] = [
+        {"url": ctx.extension_url("diagnosis-role"), "valueCode": dx["role"]},
+        {"url": ctx.extension_url("concept-key"), "valueCode": dx["condition"]},
+    ]
     if "diagnosed" in dx:
-        resource["extension"] = [{"url": ASSERTED_DATE, "valueDateTime": dx["diagnosed"]}]
+        condition_extensions.append({"url": ASSERTED_DATE, "valueDateTime": dx["diagnosed"]})
+    resource["extension"] = condition_extensions
     resource["identifier"] = [ctx.identifier("Condition", dx["id"])]
     if "status" in dx:
         resource["clinicalStatus"] = {"coding": [coding(CLINICAL_STATUS, _STATUS[dx["status"]])]}
@@ -215,7 +221,7 @@ def map_condition(
         text = f"{named} ({dx['variant']} variant)"
     resource["code"] = concept("conditions", dx["condition"], text)
     resource["subject"] = ctx.patient_reference
-    resource.update(_onset(ctx, dx, record["patient"].get("ages", [])))
+    resource.update(_onset(dx, record["patient"].get("ages", [])))
     stages: list[dict[str, Any]] = []
     observations: list[dict[str, Any]] = []
     warnings: list[str] = []

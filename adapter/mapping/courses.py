@@ -25,6 +25,8 @@ class AgentPlan:
     dose: dict[str, Any] | None
     route: str | None
     schedule: dict[str, Any] | None
+    position: int = 1
+    """1-based place of the agent in its course, so combinations keep their order."""
 
     @property
     def administration_keys(self) -> tuple[str, ...]:
@@ -109,7 +111,7 @@ def _expand_with_interruptions(
 def plan_treatment(treatment: dict[str, Any]) -> list[AgentPlan]:
     """Plans for the agents of one drug course (empty for non-drug treatments)."""
     plans = []
-    for raw_agent in treatment.get("agents", []):
+    for position, raw_agent in enumerate(treatment.get("agents", []), start=1):
         agent = _effective_agent(raw_agent, treatment)
         doses = _expand_with_interruptions(treatment, agent)
         plans.append(
@@ -121,6 +123,7 @@ def plan_treatment(treatment: dict[str, Any]) -> list[AgentPlan]:
                 dose=agent.get("dose"),
                 route=agent.get("route"),
                 schedule=agent.get("schedule"),
+                position=position,
             )
         )
     return plans

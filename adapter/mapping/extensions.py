@@ -36,6 +36,8 @@ def treatment_course(ctx: MappingContext, treatment: dict[str, Any]) -> dict[str
     if treatment.get("in_trial"):
         subs.append(_sub("inTrial", "Boolean", True))
     subs.extend(_sub("with", "String", other) for other in treatment.get("with", []))
+    if "stop_reason" in treatment:
+        subs.append(_sub("stopReason", "Code", treatment["stop_reason"]))
     return {"url": ctx.extension_url("treatment-course"), "extension": subs}
 
 
@@ -43,6 +45,7 @@ def relative_time(
     ctx: MappingContext,
     relative: dict[str, Any],
     name: str = "relative-time",
+    date_derived: bool = False,
 ) -> dict[str, Any]:
     """``relative-time``: a time the source gives only relative to a treatment."""
     subs: list[dict[str, Any]] = [_sub("treatment", "String", relative["treatment"])]
@@ -57,6 +60,8 @@ def relative_time(
             subs.append(_sub(_camel(field), kind, relative[field]))
     if "text" in relative:
         subs.append(_sub("text", "String", relative["text"]))
+    if date_derived:
+        subs.append(_sub("dateDerived", "Boolean", True))
     return {"url": ctx.extension_url(name), "extension": subs}
 
 
@@ -104,6 +109,7 @@ def radiation(ctx: MappingContext, details: dict[str, Any]) -> dict[str, Any]:
         subs.append(_sub("totalDose", "Quantity", ucum_quantity(total["value"], total["unit"])))
     if "fractions" in details:
         subs.append(_sub("fractions", "PositiveInt", details["fractions"]))
+    subs.extend(_sub("site", "String", site) for site in details.get("sites", []))
     return {"url": ctx.extension_url("radiation-dose"), "extension": subs}
 
 

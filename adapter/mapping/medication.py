@@ -13,7 +13,14 @@ from adapter import terminology
 from adapter.mapping import extensions
 from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan
-from adapter.mapping.datatypes import annotation, concept, data_absent, period, ucum_quantity
+from adapter.mapping.datatypes import (
+    annotation,
+    concept,
+    data_absent,
+    period,
+    text_concept,
+    ucum_quantity,
+)
 from adapter.record.dates import PartialDate
 
 MCODE_MEDICATION_ADMINISTRATION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-related-medication-administration"
@@ -67,9 +74,14 @@ def _timing(schedule: dict[str, Any] | None, treatment: dict[str, Any]) -> dict[
 
 
 def _stop_reason(treatment: dict[str, Any]) -> list[dict[str, Any]] | None:
-    if "stop_reason" not in treatment:
-        return None
-    return [concept("stop-reasons", treatment["stop_reason"], treatment.get("stop_reason_text"))]
+    """statusReason: the coded reason with the source's words, or the words alone."""
+    if "stop_reason" in treatment:
+        return [
+            concept("stop-reasons", treatment["stop_reason"], treatment.get("stop_reason_text"))
+        ]
+    if "stop_reason_text" in treatment:
+        return [text_concept(treatment["stop_reason_text"])]
+    return None
 
 
 def _reasons(ctx: MappingContext, primary_dx: str | None) -> dict[str, Any]:
@@ -109,6 +121,13 @@ def medication_request(
     if "start_after" in treatment:
         course_extensions.append(
             extensions.relative_time(ctx, treatment["start_after"], "relative-start")
+        )
+    course_extensions.append(
+        {"url": ctx.extension_url("agent-position"), "valuePositiveInt": plan.position}
+    )
+    if plan.schedule and "regimen" in plan.schedule:
+        course_extensions.append(
+            {"url": ctx.extension_url("regimen"), "valueCode": plan.schedule["regimen"]}
         )
     resource["extension"] = course_extensions
     resource["status"] = _REQUEST_STATUS.get(treatment.get("status", "unknown"), "unknown")
@@ -190,7 +209,8 @@ def _finish_administration(
     quantity = _dosage_quantity(dose)
     if quantity:
         dosage["dose"] = quantity
-    if dosage:
+        # mad-1: a dosage needs a dose or a rate, so without a known dose the route and the
+        # schedule text stay on the MedicationRequest only
         resource["dosage"] = dosage
     if _meets_mcode(resource, plan.drug, primary_dx):
         resource = {

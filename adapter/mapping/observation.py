@@ -33,13 +33,20 @@ def _timing(
     plans: dict[str, list[AgentPlan]],
     resource: dict[str, Any],
 ) -> None:
+    """effectiveDateTime as stated, else computed from a day-precise anchor; the relative
+    statement itself is always kept, flagged when the date was computed from it."""
+    derived = False
     if "date" in item:
         resource["effectiveDateTime"] = item["date"]
     elif "after" in item:
         resolved = resolve_relative(item["after"], treatments, plans)
         if resolved:
             resource["effectiveDateTime"] = resolved
-        resource.setdefault("extension", []).append(extensions.relative_time(ctx, item["after"]))
+            derived = True
+    if "after" in item:
+        resource.setdefault("extension", []).append(
+            extensions.relative_time(ctx, item["after"], date_derived=derived)
+        )
 
 
 def map_measurement(
@@ -53,6 +60,7 @@ def map_measurement(
     kind = terminology.lookup("observations", item["kind"])
     resource: dict[str, Any] = {
         "resourceType": "Observation",
+        "extension": [{"url": ctx.extension_url("concept-key"), "valueCode": item["kind"]}],
         "identifier": [ctx.identifier("Observation", f"obs{index + 1}")],
         "status": "final",
         "category": [
@@ -91,6 +99,7 @@ def map_age(ctx: MappingContext, index: int, age: dict[str, Any]) -> dict[str, A
     entry = terminology.table("observations").get("age")
     resource: dict[str, Any] = {
         "resourceType": "Observation",
+        "extension": [{"url": ctx.extension_url("age-refers-to"), "valueCode": age["refers_to"]}],
         "identifier": [ctx.identifier("Observation", f"age{index + 1}")],
         "status": "final",
         "code": entry.codeable_concept() if entry else text_concept("Age"),
@@ -126,6 +135,11 @@ def map_response(
     code_entry = terminology.table("responses").get(f"{compartment}_response")
     resource: dict[str, Any] = {
         "resourceType": "Observation",
+        "extension": [
+            {"url": ctx.extension_url("concept-key"), "valueCode": response.get("category", "")}
+        ]
+        if "category" in response
+        else [],
         "identifier": [ctx.identifier("Observation", f"{treatment['id']}.response{index + 1}")],
         "status": "final",
         "code": (
@@ -147,4 +161,6 @@ def map_response(
         )
     else:
         resource["valueString"] = response["text"]
+    if not resource["extension"]:
+        del resource["extension"]
     return resource

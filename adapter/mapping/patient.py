@@ -7,6 +7,7 @@ from typing import Any
 from adapter import terminology
 from adapter.mapping.context import MappingContext
 from adapter.mapping.datatypes import data_absent
+from adapter.mapping.extensions import relative_time
 from adapter.record.dates import PartialDate
 
 US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
@@ -72,6 +73,14 @@ def map_patient(ctx: MappingContext, record: dict[str, Any]) -> dict[str, Any]:
             resource["_birthDate"] = data_absent("unknown")
     death = source.get("deceased")
     if death is not None:
+        if "cause" in death:
+            resource.setdefault("extension", []).append(
+                {"url": ctx.extension_url("cause-of-death"), "valueString": death["cause"]}
+            )
+        if "after" in death:
+            resource.setdefault("extension", []).append(
+                relative_time(ctx, death["after"], "relative-death")
+            )
         if "date" in death:
             resource["deceasedDateTime"] = death["date"]
         else:

@@ -40,6 +40,8 @@ def map_procedure(
         resource["statusReason"] = concept(
             "stop-reasons", treatment["stop_reason"], treatment.get("stop_reason_text")
         )
+    elif "stop_reason_text" in treatment:
+        resource["statusReason"] = {"text": treatment["stop_reason_text"]}
     resource["code"] = concept("procedures", treatment["kind"], treatment.get("name"))
     resource["subject"] = ctx.patient_reference
     start, end = treatment.get("start"), treatment.get("end")

@@ -6,6 +6,7 @@ from typing import Any
 
 from adapter import __version__
 from adapter.mapping.context import MappingContext
+from adapter.mapping.research_study import trial_reference
 
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 PROVENANCE_KEY = "provenance"
@@ -13,7 +14,9 @@ PROVENANCE_KEY = "provenance"
 
 def provenance_id(ctx: MappingContext) -> str:
     """Client-assigned id: Provenance has no identifier element, so resends PUT to one id."""
-    return f"{ctx.record_id}-provenance"
+    from adapter.mapping.bundle import client_id
+
+    return client_id(ctx, "Provenance", PROVENANCE_KEY)
 
 
 def map_provenance(
@@ -42,5 +45,10 @@ def map_provenance(
                 "who": {"display": f"fhir-oncology-adapter {__version__}"},
             }
         ],
-        "entity": [{"role": "source", "what": what}],
+        "entity": [{"role": "source", "what": what}]
+        + (
+            [{"role": "source", "what": trial_reference(source["trial"])}]
+            if "trial" in source
+            else []
+        ),
     }

@@ -1,0 +1,269 @@
+"""Case record → FHIR: validity in both releases, determinism, codes with sources, bindings,
+references, dose expansion and the stored expected bundles."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from adapter import terminology
+from adapter.fhir_validation import validate_bundle_resources
+from adapter.mapping import ConversionOptions, convert_record
+from adapter.pipeline import dump_json
+from adapter.reverse import bundle_to_record
+from adapter.reverse.compare import carried, differences
+from adapter.mapping.context import DEFAULT_NAMESPACE
+from tests.conftest import EXPECTED, load_case
+
+VERSIONS = ["R4", "R5"]
+
+# Required bindings fhir.resources does not check, for the elements the mappers emit.
+REQUIRED_CODES = {
+    ("Patient", "gender"): {"male", "female", "other", "unknown"},
+    ("MedicationAdministration", "status"): {
+        "in-progress",
+        "not-done",
+        "on-hold",
+        "completed",
+        "entered-in-error",
+        "stopped",
+        "unknown",
+    },
+    ("MedicationRequest", "status"): {
+        "active",
+        "on-hold",
+        "cancelled",
+        "completed",
+        "entered-in-error",
+        "stopped",
+        "draft",
+        "unknown",
+    },
+    ("MedicationRequest", "intent"): {"order"},
+    ("Procedure", "status"): {
+        "preparation",
+        "in-progress",
+        "not-done",
+        "on-hold",
+        "stopped",
+        "completed",
+        "entered-in-error",
+        "unknown",
+    },
+    ("Observation", "status"): {"final"},
+    ("AdverseEvent", "actuality"): {"actual", "potential"},
+}
+R4_AE_SEVERITY = {"mild", "moderate", "severe"}
+R4_AE_OUTCOME = {"resolved", "recovering", "ongoing", "resolvedWithSequelae", "fatal", "unknown"}
+REFERENCE_TARGETS = {
+    "subject": {"Patient"},
+    "request": {"MedicationRequest"},
+    "reasonReference": {"Condition"},
+    "focus": {"Condition"},
+    "basedOn": {"MedicationRequest"},
+    "partOf": {"Procedure"},
+    "assessment": {"Observation"},
+    "hasMember": {"Observation"},
+    "instance": {"MedicationAdministration", "Procedure"},
+    "instanceReference": {"MedicationAdministration", "Procedure"},
+}
+
+
+def bundle_of(name: str, version: str = "R4") -> dict[str, Any]:
+    return convert_record(load_case(name), ConversionOptions(fhir_version=version)).bundle
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_resource_validates_with_fhir_resources(case_name: str, version: str) -> None:
+    assert validate_bundle_resources(bundle_of(case_name, version), version) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_conversion_is_byte_identical_across_runs(case_name: str, version: str) -> None:
+    assert dump_json(bundle_of(case_name, version)) == dump_json(bundle_of(case_name, version))
+
+
+def test_matches_the_reviewed_expected_bundle(case_name: str) -> None:
+    expected = (EXPECTED / f"{case_name}.R4.json").read_bytes()
+    assert dump_json(bundle_of(case_name)) == expected
+
+
+def _walk(node: Any, path: tuple[str, ...] = ()) -> Any:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, (*path, key))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value, path)
+
+
+def _mapped_codings() -> set[tuple[str, str]]:
+    codings = set()
+    for name in terminology.TABLES:
+        for concept in terminology.table(name).values():
+            codings.update((c.system, c.code) for c in concept.codings)
+    return codings
+
+
+OWN_OR_CORE = (
+    "https://fhir-oncology-adapter.example.org/",
+    "http://terminology.hl7.org/CodeSystem/condition-",
+    "http://terminology.hl7.org/CodeSystem/observation-category",
+    "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_emitted_code_is_in_mappings_with_a_source(case_name: str, version: str) -> None:
+    known = _mapped_codings()
+    for concept in terminology.TABLES:
+        for entry in terminology.table(concept).values():
+            assert all(c.source.strip() for c in entry.codings), entry.key
+    for path, node in _walk(bundle_of(case_name, version)):
+        if path and path[-1] in {"coding", "valueCoding"} and "system" in node:
+            if node["system"].startswith(OWN_OR_CORE):
+                continue
+            assert (node["system"], node["code"]) in known, (path, node)
+
+
+def test_required_bindings_and_reference_targets(case_name: str) -> None:
+    bundle = bundle_of(case_name)
+    urls = {e["fullUrl"]: e["resource"]["resourceType"] for e in bundle["entry"]}
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        kind = resource["resourceType"]
+        for (rtype, field), allowed in REQUIRED_CODES.items():
+            if rtype == kind and field in resource:
+                assert resource[field] in allowed, (kind, field, resource[field])
+        if kind == "AdverseEvent":
+            for field, allowed in (("severity", R4_AE_SEVERITY), ("outcome", R4_AE_OUTCOME)):
+                if field in resource:
+                    assert resource[field]["coding"][0]["code"] in allowed
+        for path, node in _walk(resource):
+            if "reference" in node and path:
+                target = urls.get(node["reference"])
+                assert target is not None, (kind, path, node)  # no dangling reference
+                allowed_targets = REFERENCE_TARGETS.get(path[-1])
+                if allowed_targets:
+                    assert target in allowed_targets, (kind, path, target)
+
+
+def test_conditional_create_or_put_on_every_entry(case_name: str) -> None:
+    for entry in bundle_of(case_name)["entry"]:
+        request = entry["request"]
+        assert entry["fullUrl"].startswith("urn:uuid:")
+        if request["method"] == "POST":
+            assert request["ifNoneExist"].startswith("identifier=")
+        else:
+            assert request["method"] == "PUT"
+            assert (
+                request["url"] == f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+            )
+
+
+def test_caruso_02_gives_fourteen_dated_mogamulizumab_doses() -> None:
+    doses = [
+        e["resource"]
+        for e in bundle_of("caruso2022-02")["entry"]
+        if e["resource"]["resourceType"] == "MedicationAdministration"
+        and e["resource"]["medicationCodeableConcept"]["text"].lower().startswith("mogam")
+    ]
+    dates = [d["effectiveDateTime"] for d in doses]
+    assert len(dates) == 14
+    assert dates[:5] == ["2020-12-23", "2020-12-30", "2021-01-06", "2021-01-13", "2021-01-20"]
+    assert dates[-1] == "2021-05-26"  # day 15 of cycle 6
+    assert all(
+        d["dosage"]["dose"]
+        == {"value": 1, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"}
+        for d in doses
+    )
+    assert all(d["request"] == doses[0]["request"] for d in doses)
+
+
+def test_month_precision_course_is_one_record_with_counts() -> None:
+    bundle = bundle_of("caruso2022-08")
+    moga = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "MedicationAdministration"
+    ]
+    course = [
+        m for m in moga if "effectivePeriod" in m and m["effectivePeriod"].get("start") == "2020-03"
+    ]
+    assert len(course) == 1
+    counts = {s["url"]: s.get("valuePositiveInt") for s in course[0]["extension"][0]["extension"]}
+    assert counts["cycles"] == 11
+
+
+def test_dates_keep_their_precision() -> None:
+    text = json.dumps(bundle_of("caruso2022-04"))
+    assert '"2018-01"' in text and '"2019-07-08"' in text
+    assert "2018-01-01" not in text and "T00:00" not in text
+
+
+def test_staging_observations_and_conflict_warning() -> None:
+    record = load_case("caruso2022-05")
+    record["diagnoses"][0]["stagings"][0]["group"] = "IB"
+    result = convert_record(record)
+    assert any("IB" in w and "IIIA" in w for w in result.warnings)
+    kinds = Counter(e["resource"]["resourceType"] for e in result.bundle["entry"])
+    assert kinds["Observation"] >= 5
+    assert convert_record(load_case("caruso2022-05")).warnings == []
+
+
+def test_cancer_profile_claimed_only_when_met() -> None:
+    for entry in bundle_of("caruso2022-02")["entry"]:
+        resource = entry["resource"]
+        if "mcode" in json.dumps(resource.get("meta", {})):
+            assert resource["resourceType"] == "MedicationAdministration"
+            assert resource["reasonReference"]
+            assert any(
+                c["system"].endswith("rxnorm")
+                for c in resource["medicationCodeableConcept"]["coding"]
+            )
+
+
+def test_r5_shapes() -> None:
+    bundle = bundle_of("caruso2022-12", "R5")
+    events = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "AdverseEvent"
+    ]
+    assert events and all(e["status"] == "completed" and "code" in e for e in events)
+    assert all("event" not in e and "date" not in e for e in events)
+    related = [e for e in events if any("causality" in s for s in e.get("suspectEntity", []))]
+    assert related
+    causality = related[0]["suspectEntity"][0]["causality"]
+    assert causality["entityRelatedness"]["coding"][0]["code"] == "probably-likely"
+    assert "assessmentMethod" in causality
+    r4 = bundle_of("caruso2022-12", "R4")
+    r4_events = [
+        e["resource"] for e in r4["entry"] if e["resource"]["resourceType"] == "AdverseEvent"
+    ]
+    assert any(
+        s["causality"][0]["assessment"]["coding"][0]["code"] == "Probably-Likely"
+        for e in r4_events
+        for s in e.get("suspectEntity", [])
+        if "causality" in s
+    )
+
+
+def test_relative_onset_is_kept_structured_when_anchor_is_not_a_day() -> None:
+    events = [
+        e["resource"]
+        for e in bundle_of("caruso2022-12")["entry"]
+        if e["resource"]["resourceType"] == "AdverseEvent"
+    ]
+    rash = events[0]
+    assert "date" not in rash
+    relative = [x for x in rash["extension"] if x["url"].endswith("/relative-onset")]
+    assert {"url": "days", "valueInteger": 110} in relative[0]["extension"]
+
+
+def test_offline_round_trip_carries_every_carried_field(case_name: str) -> None:
+    record = load_case(case_name)
+    back = bundle_to_record(bundle_of(case_name), DEFAULT_NAMESPACE)
+    assert differences(carried(record), carried(back)) == []

@@ -127,7 +127,11 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     from adapter.pipeline import validated_record
     from adapter.record.loader import load_record_file
     from adapter.reverse import bundle_to_record
-    from adapter.timeline import render_timeline
+    try:
+        from adapter.timeline import render_timeline
+    except ImportError as exc:
+        print(f"fhir-adapter timeline: not available in this build ({exc})", file=sys.stderr)
+        return EXIT_INTERNAL
 
     try:
         document = load_record_file(Path(args.file))
@@ -153,8 +157,12 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway with uvicorn."""
-    from adapter.gateway.server import serve
-
+    try:
+        from adapter.gateway.server import serve
+    except ImportError as exc:
+        print(f"fhir-adapter serve: the gateway is not available in this build ({exc})",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     return int(serve(args.host, args.port))
 
 

@@ -12,10 +12,10 @@ import pytest
 from adapter import terminology
 from adapter.fhir_validation import validate_bundle_resources
 from adapter.mapping import ConversionOptions, convert_record
+from adapter.mapping.context import DEFAULT_NAMESPACE
 from adapter.pipeline import dump_json
 from adapter.reverse import bundle_to_record
 from adapter.reverse.compare import carried, differences
-from adapter.mapping.context import DEFAULT_NAMESPACE
 from tests.conftest import EXPECTED, load_case
 
 VERSIONS = ["R4", "R5"]

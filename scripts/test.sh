@@ -13,7 +13,7 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 
 echo "== ruff"
-.venv/bin/ruff check adapter tests bench
+.venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
 

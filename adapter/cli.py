@@ -127,6 +127,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     from adapter.pipeline import validated_record
     from adapter.record.loader import load_record_file
     from adapter.reverse import bundle_to_record
+
     try:
         from adapter.timeline import render_timeline
     except ImportError as exc:
@@ -160,10 +161,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from adapter.gateway.server import serve
     except ImportError as exc:
-        print(f"fhir-adapter serve: the gateway is not available in this build ({exc})",
-              file=sys.stderr)
+        print(
+            f"fhir-adapter serve: the gateway is not available in this build ({exc})",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
     return int(serve(args.host, args.port))
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print a shell completion script generated from this parser."""
+    from adapter.completion import bash_script, zsh_script
+
+    parser = build_parser()
+    print(bash_script(parser) if args.shell == "bash" else zsh_script(parser), end="")
+    return EXIT_OK
 
 
 def _namespace_option(parser: argparse.ArgumentParser) -> None:
@@ -318,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(handler=cmd_serve)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        epilog="example: source <(fhir-adapter completion bash)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(handler=cmd_completion)
     return parser
 
 

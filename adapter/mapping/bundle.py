@@ -7,7 +7,6 @@ to an id derived from the record. The same record always gives byte-identical ou
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,17 +47,6 @@ the record instead, which is just as idempotent. Provenance, which has no identi
 is always PUT the same way."""
 
 
-def client_id(ctx: MappingContext, resource_type: str, key: str) -> str:
-    """A FHIR id (``[A-Za-z0-9.-]{1,64}``) derived from the business identifier.
-
-    The record_id keeps it readable; the hash of the full identifier (namespace included)
-    keeps two registries that reuse a record_id on one server from overwriting each other.
-    """
-    full = f"{ctx.identifier_system}|{ctx.local_key(resource_type, key)}"
-    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
-    return f"{ctx.record_id[:40]}-{digest}"
-
-
 def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
     """A transaction entry whose fullUrl matches the references other mappers built."""
     resource_type = resource["resourceType"]
@@ -70,7 +58,7 @@ def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
         }
     if resource_type in PUT_BY_ID:
         key = _business_identifier(resource)["value"].split("/", 2)[2]
-        resource_id = client_id(ctx, resource_type, key)
+        resource_id = ctx.client_id(resource_type, key)
         body = {"resourceType": resource_type, "id": resource_id}
         body.update((k, v) for k, v in resource.items() if k != "resourceType")
         return {

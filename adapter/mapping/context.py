@@ -7,6 +7,7 @@ matches the same resources on the server.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -61,6 +62,16 @@ class MappingContext:
     def local_key(self, resource_type: str, key: str) -> str:
         """Business identifier value of a resource: record, type and the item's local key."""
         return f"{self.record_id}/{resource_type}/{key}"
+
+    def client_id(self, resource_type: str, key: str) -> str:
+        """A FHIR id (``[A-Za-z0-9.-]{1,64}``) derived from a business identifier.
+
+        For the types a server cannot find by identifier (Provenance, R4 AdverseEvent) and so
+        are PUT: the record_id keeps it readable, the hash of the full identifier (namespace
+        included) keeps two registries that reuse a record_id on one server apart.
+        """
+        full = f"{self.identifier_system}|{self.local_key(resource_type, key)}"
+        return f"{self.record_id[:40]}-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
 
     def full_url(self, resource_type: str, key: str) -> str:
         """Deterministic ``urn:uuid`` of a bundle entry (UUIDv5 over the business identifier)."""

@@ -14,9 +14,7 @@ PROVENANCE_KEY = "provenance"
 
 def provenance_id(ctx: MappingContext) -> str:
     """Client-assigned id: Provenance has no identifier element, so resends PUT to one id."""
-    from adapter.mapping.bundle import client_id
-
-    return client_id(ctx, "Provenance", PROVENANCE_KEY)
+    return ctx.client_id("Provenance", PROVENANCE_KEY)
 
 
 def map_provenance(

@@ -20,6 +20,7 @@ from adapter.mapping.observation import map_age, map_measurement, map_response
 from adapter.mapping.patient import map_patient
 from adapter.mapping.procedure import map_procedure
 from adapter.mapping.provenance import map_provenance, provenance_id
+from adapter.mappings import load_json
 
 
 @dataclass
@@ -101,7 +102,12 @@ def convert_record(
     shape and references the validator guarantees.
     """
     options = options or ConversionOptions()
-    ctx = MappingContext(record["record_id"], options)
+    primary = _primary_diagnosis(record)
+    cancers = set(load_json("staging/iscl-eortc.json")["applies_to"])
+    is_cancer = any(
+        d["id"] == primary and d["condition"] in cancers for d in record.get("diagnoses", [])
+    )
+    ctx = MappingContext(record["record_id"], options, primary if is_cancer else None)
     warnings: list[str] = []
     resources: list[dict[str, Any]] = [map_patient(ctx, record)]
     trial = record["source"].get("trial")
@@ -109,7 +115,6 @@ def convert_record(
         condition_resources, condition_warnings = map_condition(ctx, record, dx)
         resources.extend(condition_resources)
         warnings.extend(condition_warnings)
-    primary = _primary_diagnosis(record)
     treatments = {t["id"]: t for t in record.get("treatments", [])}
     plans = plan_courses(record)
     course_refs: dict[str, list[dict[str, Any]]] = {}

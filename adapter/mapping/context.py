@@ -39,6 +39,8 @@ class MappingContext:
 
     record_id: str
     options: ConversionOptions
+    cancer_condition: str | None = None
+    """Local id of the primary diagnosis when it is a cancer (mCODE profiles apply only then)."""
     canonical: str = field(init=False)
 
     def __post_init__(self) -> None:

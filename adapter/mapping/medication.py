@@ -160,16 +160,24 @@ def medication_request(
     return resource
 
 
-def _meets_mcode(resource: dict[str, Any], drug: str, primary_dx: str | None) -> bool:
-    """mCODE CancerRelatedMedicationAdministration needs an RxNorm-coded medication, a subject,
-    an effective time and a reason pointing at the cancer condition; claim it only then."""
+def _meets_mcode(ctx: MappingContext, resource: dict[str, Any], drug: str) -> bool:
+    """Whether a resource meets mCODE STU4 CancerRelatedMedicationAdministration (an R4 IG).
+
+    It needs an RxNorm-coded medication, a subject that is a cancer patient (the Patient
+    carries a masked name for US Core), an effective time, a reason pointing at a cancer
+    Condition (not L-HES), and a coded statusReason only together with status ``stopped``.
+    """
+    if ctx.version != "R4" or ctx.cancer_condition is None:
+        return False
     has_rxnorm = terminology.lookup("drugs", drug).coding_in(RXNORM) is not None
-    effective = {"effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod"}
-    timed = any(
-        k in resource and (not isinstance(resource[k], dict) or "start" in resource[k])
-        for k in effective
+    timed = "effectiveDateTime" in resource or "start" in resource.get("effectivePeriod", {})
+    coded_reasons = any("coding" in r for r in resource.get("statusReason", []))
+    return (
+        has_rxnorm
+        and timed
+        and not (coded_reasons and resource["status"] != "stopped")
+        and resource.get("reasonReference") == [ctx.reference("Condition", ctx.cancer_condition)]
     )
-    return has_rxnorm and timed and primary_dx is not None
 
 
 def _administration_shell(
@@ -212,7 +220,7 @@ def _finish_administration(
         # mad-1: a dosage needs a dose or a rate, so without a known dose the route and the
         # schedule text stay on the MedicationRequest only
         resource["dosage"] = dosage
-    if _meets_mcode(resource, plan.drug, primary_dx):
+    if _meets_mcode(ctx, resource, plan.drug):
         resource = {
             "resourceType": resource["resourceType"],
             "meta": {"profile": [MCODE_MEDICATION_ADMINISTRATION]},

@@ -113,10 +113,13 @@ def map_age(ctx: MappingContext, index: int, age: dict[str, Any]) -> dict[str, A
         "system": UCUM,
         "code": "a",
     }
-    notes = [annotation(f"age at {age['refers_to'].replace('_', ' ')}")]
+    notes = []
+    if age["refers_to"] != "other":  # "other" is explained by the age's own note
+        notes.append(annotation(f"age at {age['refers_to'].replace('_', ' ')}"))
     if "note" in age:
         notes.append(annotation(age["note"]))
-    resource["note"] = notes
+    if notes:
+        resource["note"] = notes
     return resource
 
 

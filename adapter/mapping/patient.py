@@ -57,6 +57,9 @@ def map_patient(ctx: MappingContext, record: dict[str, Any]) -> dict[str, Any]:
     if race_ext:
         resource["extension"] = race_ext
     resource["identifier"] = [{"system": ctx.patient_identifier_system, "value": ctx.record_id}]
+    # Published cases are anonymised: the name is withheld, which US Core (and so mCODE)
+    # expects to be said with a data-absent-reason rather than left out.
+    resource["name"] = [data_absent("masked")]
     resource["gender"] = source["sex"]
     if "birth_date" in source:
         resource["birthDate"] = source["birth_date"]

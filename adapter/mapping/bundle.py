@@ -16,7 +16,13 @@ from adapter.mapping.condition import map_condition
 from adapter.mapping.context import ConversionOptions, MappingContext
 from adapter.mapping.courses import plan_courses
 from adapter.mapping.medication import medication_administrations, medication_request
-from adapter.mapping.observation import map_age, map_measurement, map_response
+from adapter.mapping.observation import (
+    map_age,
+    map_follow_up,
+    map_history,
+    map_measurement,
+    map_response,
+)
 from adapter.mapping.patient import map_patient
 from adapter.mapping.procedure import map_procedure
 from adapter.mapping.provenance import map_provenance, provenance_id
@@ -152,6 +158,10 @@ def convert_record(
             )
     for index, age in enumerate(record["patient"].get("ages", [])):
         resources.append(map_age(ctx, index, age))
+    for index, item in enumerate(record["patient"].get("history", [])):
+        resources.append(map_history(ctx, index, item))
+    if "follow_up" in record:
+        resources.append(map_follow_up(ctx, record["follow_up"], primary, treatments, plans))
     for index, item in enumerate(record.get("observations", [])):
         resources.append(map_measurement(ctx, index, item, treatments, plans))
     entries = [_entry(ctx, r) for r in resources]

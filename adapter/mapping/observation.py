@@ -22,6 +22,7 @@ from adapter.mapping.datatypes import (
     text_concept,
     ucum_quantity,
 )
+from adapter.mappings import load_json
 
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
@@ -166,4 +167,60 @@ def map_response(
         resource["valueString"] = response["text"]
     if not resource["extension"]:
         del resource["extension"]
+    return resource
+
+
+def map_follow_up(
+    ctx: MappingContext,
+    follow_up: dict[str, Any],
+    primary_dx: str | None,
+    treatments: dict[str, dict[str, Any]],
+    plans: dict[str, list[AgentPlan]],
+) -> dict[str, Any]:
+    """The last reported disease status, coded with mCODE's disease-status SNOMED codes."""
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "extension": [],
+        "identifier": [ctx.identifier("Observation", "followup")],
+        "status": "final",
+        "code": text_concept("Disease status at last follow-up"),
+        "subject": ctx.patient_reference,
+    }
+    if primary_dx:
+        resource["focus"] = [ctx.reference("Condition", primary_dx)]
+    _timing(ctx, follow_up, treatments, plans, resource)
+    status = follow_up.get("status")
+    if status:
+        resource["extension"].append({"url": ctx.extension_url("concept-key"), "valueCode": status})
+        key = load_json("follow-up-status.json")[status]
+        words = status.replace("_", " ")
+        resource["valueCodeableConcept"] = concept("responses", key) if key else text_concept(words)
+    else:
+        resource["valueString"] = follow_up.get("text", "not stated")
+    if "text" in follow_up:
+        resource["note"] = [annotation(follow_up["text"])]
+    if not resource["extension"]:
+        del resource["extension"]
+    return resource
+
+
+_HISTORY_CATEGORY = {"social": "social-history"}
+
+
+def map_history(ctx: MappingContext, index: int, item: dict[str, Any]) -> dict[str, Any]:
+    """A history statement (family history, smoking...) kept as the source's words."""
+    kind = item.get("kind", "personal")
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "extension": [{"url": ctx.extension_url("history-kind"), "valueCode": kind}],
+        "identifier": [ctx.identifier("Observation", f"history{index + 1}")],
+        "status": "final",
+    }
+    if kind in _HISTORY_CATEGORY:
+        resource["category"] = [{"coding": [coding(OBSERVATION_CATEGORY, _HISTORY_CATEGORY[kind])]}]
+    resource["code"] = text_concept(f"{kind.capitalize()} history")
+    resource["subject"] = ctx.patient_reference
+    if "date" in item:
+        resource["effectiveDateTime"] = item["date"]
+    resource["valueString"] = item["text"]
     return resource

@@ -12,9 +12,9 @@ from typing import Any
 from adapter import terminology
 from adapter.mapping.schedule import regimen
 
-_DROP_TOP = ("follow_up", "note", "recorded_at")
+_DROP_TOP = ("note", "recorded_at")
 _DROP = {
-    "patient": ("history",),
+    "patient": (),
     "source": ("case_label",),
     "diagnosis": ("evidence", "note"),
     "staging": ("context",),

@@ -21,12 +21,10 @@ from adapter.reverse.index import (
 )
 
 NOT_CARRIED = (
-    "patient.history",
     "diagnoses[].evidence (sent as free text only)",
     "treatments[].schedule phases (only a named regimen, a frequency and the text come back)",
     "adverse_events[].serious when not stated, management and notes (sent as text)",
     "observations[].context and the words beside a value",
-    "follow_up",
     "source.case_label",
     "note fields",
 )
@@ -501,6 +499,36 @@ def _source(index: ResourceIndex, resources: Iterable[dict[str, Any]]) -> dict[s
     return source
 
 
+def _follow_up_and_history(index: ResourceIndex, record: dict[str, Any]) -> None:
+    obs = index.by_key.get(("Observation", "followup"))
+    if obs:
+        follow_up: dict[str, Any] = {}
+        relative = extension(obs, "relative-time")
+        if "effectiveDateTime" in obs and not (relative and _date_derived(relative[0])):
+            follow_up["date"] = obs["effectiveDateTime"]
+        if relative:
+            follow_up["after"] = _relative(relative[0])
+        status = _record_key(obs)
+        if status:
+            follow_up["status"] = status
+        if obs.get("note"):
+            follow_up["text"] = obs["note"][0]["text"]
+        record["follow_up"] = follow_up
+    history = []
+    for key, item in index.of_type("Observation"):
+        if key.startswith("history"):
+            entry: dict[str, Any] = {}
+            kind = extension(item, "history-kind")
+            if kind:
+                entry["kind"] = kind[0]["valueCode"]
+            entry["text"] = item.get("valueString", "")
+            if "effectiveDateTime" in item:
+                entry["date"] = item["effectiveDateTime"]
+            history.append(entry)
+    if history:
+        record["patient"]["history"] = history
+
+
 def resources_to_record(
     resources: list[tuple[str | None, dict[str, Any]]], identifier_system: str, patient_system: str
 ) -> dict[str, Any]:
@@ -509,6 +537,7 @@ def resources_to_record(
     record: dict[str, Any] = {"record_id": index.record_id or "unknown", "schema_version": "1.0"}
     record["source"] = _source(index, index.others)
     record["patient"] = _patient(index)
+    _follow_up_and_history(index, record)
     for name, items in (
         ("diagnoses", _diagnoses(index)),
         ("treatments", _treatments(index)),

@@ -9,7 +9,7 @@
 #   hapi.sh status   print "running ..." (exit 0) or "not running" (exit 1)
 #
 # Environment: HAPI_PORT (8089), HAPI_START_TIMEOUT (300 s), HAPI_STOP_TIMEOUT
-# (30 s), HAPI_JAVA_OPTS (JVM options, default "-Xmx1g -Xms256m"), MVN (mvn).
+# (30 s), HAPI_JAVA_OPTS (JVM options, default "-Xmx3g -Xms256m": H2 keeps all data on the heap, and a 1 GB heap ran out after a few thousand transactions), MVN (mvn).
 set -euo pipefail
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +18,7 @@ HOST=127.0.0.1
 BASE_URL="http://${HOST}:${PORT}/fhir"
 START_TIMEOUT="${HAPI_START_TIMEOUT:-300}"
 STOP_TIMEOUT="${HAPI_STOP_TIMEOUT:-30}"
-JAVA_OPTS="${HAPI_JAVA_OPTS:--Xmx1g -Xms256m}"
+JAVA_OPTS="${HAPI_JAVA_OPTS:--Xmx3g -Xms256m}"
 MVN="${MVN:-mvn}"
 PID_FILE="$DIR/hapi.pid"
 LOG_FILE="$DIR/hapi.log"

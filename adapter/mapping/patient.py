@@ -25,7 +25,7 @@ def derived_birth_year(ages: list[dict[str, Any]]) -> tuple[str, str] | None:
     for age in ages:
         if "date" in age:
             when = PartialDate.parse(age["date"])
-            year = when.year - age["years"]
+            year = when.year - int(age["years"])  # 70.0 is an integer to JSON Schema
             explanation = (
                 f"derived from age {age['years']} at {age['refers_to']} ({when}): "
                 f"born in {year} or {year - 1}; the source gives no birth date"

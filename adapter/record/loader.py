@@ -26,6 +26,18 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _number(text: str) -> int | float:
+    """JSON numbers with a fraction or exponent: integral ones become ints.
+
+    JSON Schema counts 70.0 as an integer, so a record may say ``"years": 70.0``; turning it
+    into 70 here keeps every later step (FHIR integers, date arithmetic) from seeing a float.
+    """
+    value = float(text)
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def _nesting_depth(text: str) -> int:
     """Bracket depth outside strings, measured before parsing so the parser never recurses deep."""
     depth = deepest = 0
@@ -65,7 +77,7 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     if _nesting_depth(text) > MAX_DEPTH:
         raise _fail(f"JSON nested deeper than {MAX_DEPTH} levels", "depth")
     try:
-        value = json.loads(text, object_pairs_hook=_reject_duplicates)
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_float=_number)
     except json.JSONDecodeError as exc:
         raise _fail(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # duplicate keys, out-of-range numbers

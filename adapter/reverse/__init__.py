@@ -40,11 +40,13 @@ def pull_case_record(client: Any, identifier: str, namespace: str) -> dict[str, 
         raise LookupError(f"no Patient with identifier {patient_system}|{identifier}")
     patient_id = patients[0]["id"]
     resources = [r for r in client.everything(patient_id) if isinstance(r, dict)]
-    kinds = {r.get("resourceType") for r in resources}
-    if "Provenance" not in kinds:
-        provenance_key = provenance_id(
-            MappingContext(identifier, ConversionOptions(namespace=namespace))
-        )
+    provenance_key = provenance_id(
+        MappingContext(identifier, ConversionOptions(namespace=namespace))
+    )
+    have_own = any(
+        r.get("resourceType") == "Provenance" and r.get("id") == provenance_key for r in resources
+    )
+    if not have_own:  # $everything may leave it out, or bring only a gateway's Provenance
         with contextlib.suppress(FhirError):  # a missing provenance only costs the citation
             resources.append(client.read("Provenance", provenance_key))
     pairs: list[tuple[str | None, dict[str, Any]]] = [(None, r) for r in resources]

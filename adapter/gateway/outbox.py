@@ -1,0 +1,437 @@
+"""The durable outbox: every accepted submission is written here before the EHR hears back.
+
+A hospital EHR treats a 201 or 202 as "you have it now" and will not send again, so the
+bundle must be on disk before either is sent; delivery to the upstream server happens from
+here, synchronously on the request when the upstream answers quickly, otherwise from the
+background worker. Rows move ``queued → delivering → delivered | failed``; ``delivering``
+carries a lease (token and expiry) so that a crashed gateway's half-finished deliveries go
+back to ``queued`` once the lease runs out, and a late answer from a lost lease cannot
+overwrite the row's newer state.
+
+Two implementations of one interface: SQLite (default, one file, WAL and ``synchronous=FULL``
+so a commit survives power loss) for a single gateway, and Postgres (``postgresql://...``,
+claims with ``FOR UPDATE SKIP LOCKED``) for several gateways behind one load balancer. They
+share all SQL except the schema and the claim query.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+__all__ = [
+    "Lease",
+    "NewSubmission",
+    "Outbox",
+    "PostgresOutbox",
+    "SqliteOutbox",
+    "State",
+    "Submission",
+    "open_outbox",
+]
+
+TABLE = "gateway_submissions"
+
+
+class State(StrEnum):
+    """Lifecycle of a submission."""
+
+    QUEUED = "queued"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    """What a request hands to the outbox: the bundle to deliver and who sent it."""
+
+    id: str
+    kind: str
+    """``case-record`` or ``bundle``."""
+    bundle_type: str
+    """``transaction`` or ``batch``: which FHIR interaction delivers it."""
+    principal: str
+    payload: bytes
+    replay_safe: bool
+    """Whether sending it twice changes nothing on the server (conditional creates, PUTs)."""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Exclusive right to deliver one row until ``until``; ``token`` proves ownership."""
+
+    token: str
+    owner: str
+    until: float
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One row of the outbox."""
+
+    id: str
+    kind: str
+    bundle_type: str
+    principal: str
+    state: State
+    payload: bytes | None
+    replay_safe: bool
+    attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+    lease_token: str | None
+    lease_owner: str | None
+    lease_until: float | None
+    upstream_status: int | None
+    response: bytes | None
+    error: str | None
+    warnings: tuple[str, ...]
+
+
+_COLUMNS = (
+    "id",
+    "kind",
+    "bundle_type",
+    "principal",
+    "state",
+    "payload",
+    "replay_safe",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "next_attempt_at",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "upstream_status",
+    "response",
+    "error",
+    "warnings",
+)
+_SELECT = ", ".join(_COLUMNS)
+
+
+def _row(row: Sequence[Any]) -> Submission:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    warnings = values["warnings"]
+    return Submission(
+        id=str(values["id"]),
+        kind=str(values["kind"]),
+        bundle_type=str(values["bundle_type"]),
+        principal=str(values["principal"]),
+        state=State(values["state"]),
+        payload=None if values["payload"] is None else bytes(values["payload"]),
+        replay_safe=bool(values["replay_safe"]),
+        attempts=int(values["attempts"]),
+        created_at=float(values["created_at"]),
+        updated_at=float(values["updated_at"]),
+        next_attempt_at=float(values["next_attempt_at"]),
+        lease_token=values["lease_token"],
+        lease_owner=values["lease_owner"],
+        lease_until=None if values["lease_until"] is None else float(values["lease_until"]),
+        upstream_status=values["upstream_status"],
+        response=None if values["response"] is None else bytes(values["response"]),
+        error=values["error"],
+        warnings=tuple(orjson.loads(warnings)) if warnings else (),
+    )
+
+
+class Outbox(Protocol):
+    """What the gateway needs from a store; blocking calls, run off the event loop."""
+
+    def add(self, new: NewSubmission, *, now: float, lease: Lease | None) -> Submission:
+        """Persist a submission: leased (being delivered right now) or queued for the worker."""
+
+    def get(self, submission_id: str) -> Submission | None:
+        """One submission, or ``None``."""
+
+    def claim(
+        self, *, limit: int, owner: str, token: str, until: float, now: float
+    ) -> list[Submission]:
+        """Lease up to ``limit`` due queued rows (oldest due first) for delivery."""
+
+    def finish(
+        self,
+        submission_id: str,
+        token: str,
+        *,
+        state: State,
+        now: float,
+        upstream_status: int | None,
+        response: bytes | None,
+        error: str | None,
+        next_attempt_at: float | None = None,
+    ) -> Submission | None:
+        """End a lease: delivered, failed, or back to queued at ``next_attempt_at``.
+
+        Returns the updated row, or ``None`` (changing nothing) when the lease was lost.
+        """
+
+    def requeue_expired(self, now: float) -> int:
+        """Return rows whose lease has run out to the queue (or fail the non-replayable)."""
+
+    def next_due(self) -> float | None:
+        """When the earliest queued row becomes due."""
+
+    def counts(self) -> dict[str, int]:
+        """Number of rows per state."""
+
+    def ping(self) -> None:
+        """Raise if the store is unreachable."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+_UNKNOWN_OUTCOME = (
+    "delivery outcome unknown: the gateway stopped mid-delivery and the bundle is not "
+    "safe to send twice (it has non-conditional creates)"
+)
+
+
+class _SqlOutbox:
+    """The SQL both stores share; subclasses provide ``_run`` and the claim statement."""
+
+    _claim_sql: str
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def add(self, new: NewSubmission, *, now: float, lease: Lease | None) -> Submission:
+        state = State.DELIVERING if lease else State.QUEUED
+        rows = self._run(
+            f"INSERT INTO {TABLE} (id, kind, bundle_type, principal, state, payload, "
+            "replay_safe, attempts, created_at, updated_at, next_attempt_at, lease_token, "
+            "lease_owner, lease_until, warnings) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SELECT}",
+            (
+                new.id,
+                new.kind,
+                new.bundle_type,
+                new.principal,
+                state.value,
+                new.payload,
+                int(new.replay_safe),
+                1 if lease else 0,
+                now,
+                now,
+                now,
+                lease.token if lease else None,
+                lease.owner if lease else None,
+                lease.until if lease else None,
+                orjson.dumps(list(new.warnings)).decode() if new.warnings else None,
+            ),
+        )
+        return _row(rows[0])
+
+    def get(self, submission_id: str) -> Submission | None:
+        rows = self._run(f"SELECT {_SELECT} FROM {TABLE} WHERE id = ?", (submission_id,))
+        return _row(rows[0]) if rows else None
+
+    def claim(
+        self, *, limit: int, owner: str, token: str, until: float, now: float
+    ) -> list[Submission]:
+        rows = self._run(self._claim_sql, (token, owner, until, now, now, limit))
+        return [_row(row) for row in rows]
+
+    def finish(
+        self,
+        submission_id: str,
+        token: str,
+        *,
+        state: State,
+        now: float,
+        upstream_status: int | None,
+        response: bytes | None,
+        error: str | None,
+        next_attempt_at: float | None = None,
+    ) -> Submission | None:
+        if state is State.DELIVERING:
+            raise ValueError("finish() ends a lease; DELIVERING is not an end state")
+        # Delivered rows drop their payload: the data now lives upstream, and patient data
+        # should not accumulate in a gateway's spool. Failed rows keep it for inspection.
+        clear_payload = state is State.DELIVERED
+        rows = self._run(
+            f"UPDATE {TABLE} SET state = ?, updated_at = ?, next_attempt_at = ?, "
+            "upstream_status = ?, response = ?, error = ?, lease_token = NULL, "
+            "lease_owner = NULL, lease_until = NULL"
+            + (", payload = NULL" if clear_payload else "")
+            + f" WHERE id = ? AND state = 'delivering' AND lease_token = ? RETURNING {_SELECT}",
+            (
+                state.value,
+                now,
+                next_attempt_at if next_attempt_at is not None else now,
+                upstream_status,
+                response,
+                error,
+                submission_id,
+                token,
+            ),
+        )
+        return _row(rows[0]) if rows else None
+
+    def requeue_expired(self, now: float) -> int:
+        rows = self._run(
+            f"UPDATE {TABLE} SET "
+            "state = CASE WHEN replay_safe = 1 THEN 'queued' ELSE 'failed' END, "
+            "error = CASE WHEN replay_safe = 1 THEN 'lease expired; queued again' ELSE ? END, "
+            "lease_token = NULL, lease_owner = NULL, lease_until = NULL, "
+            "next_attempt_at = ?, updated_at = ? "
+            "WHERE state = 'delivering' AND lease_until < ? RETURNING id",
+            (_UNKNOWN_OUTCOME, now, now, now),
+        )
+        return len(rows)
+
+    def next_due(self) -> float | None:
+        rows = self._run(f"SELECT MIN(next_attempt_at) FROM {TABLE} WHERE state = 'queued'")
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
+
+    def counts(self) -> dict[str, int]:
+        rows = self._run(f"SELECT state, COUNT(*) FROM {TABLE} GROUP BY state")
+        counts = {state.value: 0 for state in State}
+        counts.update({str(state): int(count) for state, count in rows})
+        return counts
+
+    def ping(self) -> None:
+        self._run("SELECT 1")
+
+
+# Claim parameters: token, owner, until, now (updated_at), now (due), limit.
+_SQLITE_CLAIM = (
+    f"UPDATE {TABLE} SET state = 'delivering', attempts = attempts + 1, lease_token = ?, "
+    "lease_owner = ?, lease_until = ?, updated_at = ? "
+    f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'queued' AND next_attempt_at <= ? "
+    f"ORDER BY next_attempt_at, created_at LIMIT ?) RETURNING {_SELECT}"
+)
+
+
+class SqliteOutbox(_SqlOutbox):
+    """One SQLite file; safe for one gateway process (and tolerable for a few on one host).
+
+    One connection guarded by a lock: every operation is a single short statement, so
+    serializing them costs less than a connection per thread, and autocommit makes each
+    statement its own durable transaction.
+    """
+
+    _claim_sql = _SQLITE_CLAIM
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+            "id TEXT PRIMARY KEY, kind TEXT NOT NULL, bundle_type TEXT NOT NULL, "
+            "principal TEXT NOT NULL, state TEXT NOT NULL, payload BLOB, "
+            "replay_safe INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+            "created_at REAL NOT NULL, updated_at REAL NOT NULL, next_attempt_at REAL NOT NULL, "
+            "lease_token TEXT, lease_owner TEXT, lease_until REAL, upstream_status INTEGER, "
+            "response BLOB, error TEXT, warnings TEXT)"
+        )
+        self._conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_attempt_at)"
+        )
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# FOR UPDATE SKIP LOCKED: concurrent gateways each claim different rows without waiting.
+_POSTGRES_CLAIM = (
+    f"UPDATE {TABLE} SET state = 'delivering', attempts = attempts + 1, lease_token = %s, "
+    "lease_owner = %s, lease_until = %s, updated_at = %s "
+    f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'queued' AND next_attempt_at <= %s "
+    f"ORDER BY next_attempt_at, created_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_SELECT}"
+)
+
+
+class PostgresOutbox(_SqlOutbox):
+    """Postgres via psycopg 3 (``pip install 'fhir-oncology-adapter[postgres]'``).
+
+    For several gateway instances sharing one queue. One autocommit connection per gateway,
+    reconnected once if the server dropped it (a Postgres restart must not need a gateway
+    restart).
+    """
+
+    _claim_sql = _POSTGRES_CLAIM
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise RuntimeError(
+                "FHIR_ADAPTER_DB is a Postgres URL but psycopg is not installed; "
+                "install fhir-oncology-adapter[postgres]"
+            ) from exc
+        self._psycopg: Any = psycopg
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn: Any = self._connect()
+        with self._lock:
+            self._execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+                "id TEXT PRIMARY KEY, kind TEXT NOT NULL, bundle_type TEXT NOT NULL, "
+                "principal TEXT NOT NULL, state TEXT NOT NULL, payload BYTEA, "
+                "replay_safe INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+                "created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, "
+                "next_attempt_at DOUBLE PRECISION NOT NULL, lease_token TEXT, lease_owner TEXT, "
+                "lease_until DOUBLE PRECISION, upstream_status INTEGER, response BYTEA, "
+                "error TEXT, warnings TEXT)",
+                (),
+            )
+            self._execute(
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_attempt_at)", ()
+            )
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cursor = self._conn.execute(sql, tuple(params))
+        return list(cursor.fetchall()) if cursor.description is not None else []
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if sql is not self._claim_sql:
+            sql = sql.replace("?", "%s")
+        with self._lock:
+            try:
+                return self._execute(sql, params)
+            except self._psycopg.OperationalError:
+                if not self._conn.closed:
+                    raise
+                self._conn = self._connect()
+                return self._execute(sql, params)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_outbox(location: str) -> Outbox:
+    """SQLite for a path, Postgres for a ``postgres://`` or ``postgresql://`` URL."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresOutbox(location)
+    return SqliteOutbox(location)

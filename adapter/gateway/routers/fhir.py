@@ -1,0 +1,169 @@
+"""``POST /fhir`` (an EHR's own transaction or batch Bundle) and ``GET /metadata``.
+
+EHR Bundles are checked before they are accepted (type, entry methods, allowed resource
+types, conditional creates, then structure with fhir.resources) because once the EHR has
+its 201/202 it will not resend; a Bundle that cannot be delivered must be refused now,
+with every problem located.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from adapter import __version__
+from adapter.gateway.audit import audit_record
+from adapter.gateway.bundles import check_ehr_bundle, entry_is_replay_safe
+from adapter.gateway.config import Settings
+from adapter.gateway.dependencies import GatewayDep, ReadPrincipal, WritePrincipal, read_body
+from adapter.gateway.openapi import bundle_body, error_responses, json_response
+from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
+from adapter.record.errors import RecordInputError
+from adapter.record.loader import parse_json_object
+
+router = APIRouter(tags=["FHIR"])
+
+_FHIR_VERSIONS = {"R4": "4.0.1", "R5": "5.0.0"}
+# Below this many bytes the model validation is fast enough to run on the event loop.
+_INLINE_VALIDATION_BYTES = 64 * 1024
+
+
+@router.post(
+    "/fhir",
+    status_code=201,
+    summary="Forward an EHR transaction or batch Bundle",
+    responses={
+        201: json_response("Submission", "Delivered; `references` lists the upstream's answers."),
+        202: json_response("Submission", "Queued (upstream unavailable); poll `Location`."),
+        **error_responses((400, 401, 403, 413, 415, 422, 500, 502, 503)),
+    },
+    openapi_extra=bundle_body(),
+)
+async def push_bundle(request: Request, principal: WritePrincipal, gateway: GatewayDep) -> Response:
+    """Check the Bundle, store it with a gateway Provenance, deliver it (201) or queue it (202)."""
+    settings = gateway.settings
+    body = await read_body(request, settings.max_body_bytes)
+    try:
+        bundle = parse_json_object(body)
+    except RecordInputError as exc:
+        raise record_errors(exc.errors, gateway.rule_system) from None
+    entries = bundle.get("entry")
+    if isinstance(entries, list) and len(entries) > settings.max_bundle_entries:
+        raise GatewayError(
+            413,
+            error(
+                "too-long",
+                f"the Bundle has {len(entries)} entries; the limit is "
+                f"{settings.max_bundle_entries} (FHIR_ADAPTER_MAX_BUNDLE_ENTRIES)",
+                "Bundle.entry",
+            ),
+        )
+
+    def check() -> list[Any]:
+        return check_ehr_bundle(
+            bundle,
+            allowed_types=settings.allowed_resource_types,
+            require_conditional=settings.require_conditional,
+            version=settings.upstream_fhir_version,
+        )
+
+    issues = check() if len(body) <= _INLINE_VALIDATION_BYTES else await run_in_threadpool(check)
+    if issues:
+        raise GatewayError(422, issues)
+    replay_safe = all(entry_is_replay_safe(entry) for entry in bundle["entry"])
+    submission_id, response = await gateway.submit(
+        kind="bundle", bundle=bundle, principal=principal.name, replay_safe=replay_safe
+    )
+    record = audit_record(request.scope)
+    if record is not None:
+        record.submission = submission_id
+    return response
+
+
+def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
+    """What the gateway accepts, as a FHIR CapabilityStatement (kind ``instance``)."""
+    canonical = settings.namespace.rstrip("/") + "/fhir"
+    security: dict[str, Any] = {
+        "cors": False,
+        "description": "Bearer token on every request: a configured API key, or a JWT from "
+        "the configured issuer with scope system/*.write (pushes) or system/*.read (reads).",
+    }
+    if settings.jwt_public_key or settings.jwt_secret:
+        security["service"] = [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "OAuth",
+                    }
+                ]
+            }
+        ]
+    resources = [
+        {
+            "type": resource_type,
+            "interaction": [{"code": "create"}, {"code": "update"}],
+            "conditionalCreate": True,
+            "conditionalUpdate": True,
+        }
+        for resource_type in sorted(settings.allowed_resource_types)
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "fhir-oncology-adapter-gateway",
+        "url": f"{canonical}/CapabilityStatement/gateway",
+        "version": __version__,
+        "name": "FhirOncologyAdapterGateway",
+        "title": "FHIR oncology adapter gateway",
+        "status": "active",
+        "experimental": False,
+        "date": date,
+        "publisher": "fhir-oncology-adapter",
+        "description": "Store-and-forward gateway: accepts oncology case records "
+        "(POST /case-records, converted to transaction Bundles) and FHIR transaction or "
+        "batch Bundles (POST /fhir), stores each durably and delivers it to the upstream "
+        "FHIR server with a Provenance naming the pushing client.",
+        "kind": "instance",
+        "software": {"name": "fhir-oncology-adapter gateway", "version": __version__},
+        "implementation": {"description": f"fhir-oncology-adapter gateway {settings.instance_id}"},
+        "fhirVersion": _FHIR_VERSIONS[settings.upstream_fhir_version],
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Entries must be conditional creates (request.ifNoneExist) "
+                "or PUTs, so that re-delivery after an outage duplicates nothing.",
+                "security": security,
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "operation": [
+                    {
+                        "name": "convert",
+                        "definition": f"{canonical}/OperationDefinition/case-record-convert",
+                        "documentation": "POST /case-records/$convert: a case record in, "
+                        "its FHIR Bundle out (?fhir_version=R4|R5); nothing is stored.",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+_STARTED = datetime.now(UTC).date().isoformat()
+
+
+@router.get(
+    "/metadata",
+    summary="CapabilityStatement of what the gateway accepts",
+    responses={
+        200: json_response("FhirResource", "CapabilityStatement", "application/fhir+json"),
+        **error_responses((401, 403, 500)),
+    },
+)
+async def metadata(principal: ReadPrincipal, gateway: GatewayDep) -> Response:
+    """The gateway's own CapabilityStatement (not the upstream's)."""
+    return fhir_response(200, capability_statement(gateway.settings, _STARTED))

@@ -1,0 +1,230 @@
+"""What a running gateway holds: outbox, upstream clients, worker, and the submit path.
+
+Built in the app's lifespan (so a test can create and discard apps freely, and a bad
+database path fails startup rather than the first request) and reached by handlers through
+:func:`adapter.gateway.dependencies.get_gateway`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from starlette.responses import Response
+
+from adapter.fhir import AsyncFhirClient, BearerTokenAuth, FhirClient, RetryPolicy, SmartBackendAuth
+from adapter.gateway.auth import Authenticator
+from adapter.gateway.bundles import add_gateway_provenance
+from adapter.gateway.config import PREFIX, ConfigError, Settings
+from adapter.gateway.outbox import NewSubmission, Outbox, Submission, open_outbox
+from adapter.gateway.outcomes import (
+    GatewayError,
+    Issue,
+    error,
+    fhir_response,
+    outcome_response,
+)
+from adapter.gateway.views import submission_location, submission_view
+from adapter.gateway.worker import Breaker, DeliveryWorker
+from adapter.mapping import ConversionOptions
+
+__all__ = ["Gateway", "upstream_auth"]
+
+log = logging.getLogger(__name__)
+
+# Upstream statuses that mean "the data is wrong": passed on to the EHR as they are.
+# Anything else the upstream refuses (401, 403, 404, ...) is the gateway's configuration
+# problem, which the EHR cannot fix: 502.
+_PASSED_ON_STATUSES = frozenset({400, 409, 412, 422})
+POLL_AFTER_SECONDS = "5"
+
+
+def upstream_auth(settings: Settings) -> httpx.Auth | None:
+    """Static bearer token, SMART Backend Services, or nothing (open sandbox servers)."""
+    if settings.upstream_token:
+        return BearerTokenAuth(settings.upstream_token)
+    if settings.upstream_token_url and settings.upstream_private_key:
+        try:
+            key = Path(settings.upstream_private_key).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"{PREFIX}UPSTREAM_PRIVATE_KEY: cannot read {settings.upstream_private_key}: "
+                f"{exc.strerror}"
+            ) from None
+        return SmartBackendAuth(
+            settings.upstream_token_url,
+            settings.upstream_client_id or "",
+            key,
+            kid=settings.upstream_kid or "",
+            scope=settings.upstream_scope,
+        )
+    return None
+
+
+def _timeout(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
+
+
+class Gateway:
+    """The state behind the routes; one per app instance."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: Authenticator,
+        outbox: Outbox,
+        client: AsyncFhirClient | None,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.outbox = outbox
+        self.client = client
+        self.breaker = Breaker(settings.breaker_seconds)
+        self.worker = (
+            DeliveryWorker(settings, outbox, client, self.breaker) if client is not None else None
+        )
+        self.conversion_options = ConversionOptions(
+            fhir_version=settings.upstream_fhir_version, namespace=settings.namespace
+        )
+        self.rule_system = f"{settings.namespace.rstrip('/')}/fhir/CodeSystem/case-record-rule"
+        self._sync_client: FhirClient | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, authenticator: Authenticator) -> Gateway:
+        """Open the outbox, connect the upstream client and start the worker."""
+        outbox = await asyncio.to_thread(open_outbox, settings.db)
+        client = None
+        if settings.upstream_url:
+            # One attempt per delivery: retries are the outbox's job, where they survive
+            # restarts and do not hold a request open.
+            client = AsyncFhirClient(
+                settings.upstream_url,
+                auth=upstream_auth(settings),
+                timeout=_timeout(settings),
+                retry=RetryPolicy(max_attempts=1),
+            )
+        else:
+            log.warning("%sUPSTREAM_URL is not set: pushes will be refused with 503", PREFIX)
+        if not authenticator.configured:
+            log.warning("no API keys or JWT keys configured: every request will get 401")
+        gateway = cls(settings, authenticator, outbox, client)
+        if gateway.worker is not None:
+            await gateway.worker.start()
+        return gateway
+
+    async def stop(self) -> None:
+        """Stop the worker first (it hands unfinished rows back), then close connections."""
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.client is not None:
+            await self.client.aclose()
+        if self._sync_client is not None:
+            self._sync_client.close()
+        await asyncio.to_thread(self.outbox.close)
+
+    def sync_client(self) -> FhirClient:
+        """A blocking client for code written against :class:`FhirClient` (reverse mapping)."""
+        if not self.settings.upstream_url:
+            raise no_upstream()
+        if self._sync_client is None:
+            self._sync_client = FhirClient(
+                self.settings.upstream_url,
+                auth=upstream_auth(self.settings),
+                timeout=_timeout(self.settings),
+            )
+        return self._sync_client
+
+    async def submit(
+        self,
+        *,
+        kind: str,
+        bundle: dict[str, Any],
+        principal: str,
+        replay_safe: bool,
+        warnings: tuple[str, ...] = (),
+    ) -> tuple[str, Response]:
+        """Persist, try once, and answer 201 (delivered), 202 (queued) or the rejection.
+
+        The row is committed before any answer, so whatever happens to this process after
+        this point, the submission is either delivered or in the queue.
+        """
+        if self.client is None or self.worker is None:
+            raise no_upstream()
+        submission_id = str(uuid.uuid4())
+        now = time.time()
+        bundle_type = str(bundle.get("type") or "transaction")
+        if bundle_type == "transaction":
+            add_gateway_provenance(
+                bundle,
+                submission_id=submission_id,
+                principal=principal,
+                instance_id=self.settings.instance_id,
+                recorded=now,
+                namespace=self.settings.namespace,
+            )
+        new = NewSubmission(
+            id=submission_id,
+            kind=kind,
+            bundle_type=bundle_type,
+            principal=principal,
+            payload=orjson.dumps(bundle),
+            replay_safe=replay_safe,
+            warnings=warnings,
+        )
+        try_now = not self.breaker.is_open(now)
+        lease = self.worker.lease(now) if try_now else None
+        row: Submission | None = await asyncio.to_thread(self.outbox.add, new, now=now, lease=lease)
+        if lease is None:
+            self.worker.notify()
+        else:
+            row = await self.worker.attempt(
+                submission_id, lease.token, bundle_type, bundle, replay_safe
+            )
+            if row is None:  # lease lost (only if the attempt outlived it): read it back
+                row = await asyncio.to_thread(self.outbox.get, submission_id)
+        if row is None:  # pragma: no cover - rows are never deleted
+            raise GatewayError(500, error("exception", "submission vanished from the outbox"))
+        view = submission_view(row)
+        headers = {"Location": submission_location(submission_id)}
+        if view["status"] == "delivered":
+            return submission_id, fhir_response(
+                201, view, headers=headers, media_type="application/json"
+            )
+        if view["status"] == "queued":
+            headers["Retry-After"] = POLL_AFTER_SECONDS
+            return submission_id, fhir_response(
+                202, view, headers=headers, media_type="application/json"
+            )
+        return submission_id, rejection_response(row.upstream_status, view, headers)
+
+
+def rejection_response(
+    upstream_status: int | None, view: dict[str, Any], headers: dict[str, str]
+) -> Response:
+    """The upstream's OperationOutcome plus a pointer to the failed submission."""
+    status = upstream_status if upstream_status in _PASSED_ON_STATUSES else 502
+    upstream = view.get("upstream") or {}
+    issues: list[Issue | dict[str, Any]] = list((upstream.get("outcome") or {}).get("issue") or [])
+    reason = view.get("error") or "the upstream server refused the submission"
+    issues.append(
+        Issue(
+            "information" if issues else "error",
+            "informational" if issues else "exception",
+            f"submission {view['id']} failed: {reason}; see {view['location']}",
+        )
+    )
+    return outcome_response(status, issues, headers)
+
+
+def no_upstream() -> GatewayError:
+    """503 for deployments that only convert: there is nowhere to deliver to."""
+    return GatewayError(
+        503,
+        error("not-supported", f"no upstream FHIR server is configured ({PREFIX}UPSTREAM_URL)"),
+    )

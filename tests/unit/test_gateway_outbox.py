@@ -1,0 +1,260 @@
+"""The outbox contract, run against SQLite and (when ``FHIR_TEST_POSTGRES_URL`` is set) Postgres.
+
+The Postgres run needs a reachable server and psycopg (``pip install -e '.[postgres]'``); it
+is skipped otherwise, because CI starts no Postgres. Each Postgres test drops the table
+first, so point the variable at a scratch database.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapter.gateway.outbox import (
+    TABLE,
+    Lease,
+    NewSubmission,
+    Outbox,
+    SqliteOutbox,
+    State,
+    open_outbox,
+)
+
+POSTGRES_URL = os.environ.get("FHIR_TEST_POSTGRES_URL")
+
+
+def _postgres() -> Outbox:
+    pytest.importorskip("psycopg")
+    assert POSTGRES_URL
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    return open_outbox(POSTGRES_URL)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_TEST_POSTGRES_URL not set"),
+        ),
+    ]
+)
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
+    store = (
+        open_outbox(str(tmp_path / "outbox.sqlite3")) if request.param == "sqlite" else _postgres()
+    )
+    yield store
+    store.close()
+
+
+def new(submission_id: str | None = None, replay_safe: bool = True) -> NewSubmission:
+    return NewSubmission(
+        id=submission_id or str(uuid.uuid4()),
+        kind="case-record",
+        bundle_type="transaction",
+        principal="api-key:abc",
+        payload=b'{"resourceType":"Bundle"}',
+        replay_safe=replay_safe,
+        warnings=("a warning",),
+    )
+
+
+def claim(outbox: Outbox, now: float = 1000.0, limit: int = 10, token: str = "t1") -> list[str]:
+    rows = outbox.claim(limit=limit, owner="gw", token=token, until=now + 60, now=now)
+    return [row.id for row in rows]
+
+
+def test_add_and_get(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=None)
+    row = outbox.get("s1")
+    assert row is not None
+    assert row.state is State.QUEUED and row.attempts == 0
+    assert row.payload == b'{"resourceType":"Bundle"}' and row.replay_safe
+    assert row.warnings == ("a warning",) and row.principal == "api-key:abc"
+    assert outbox.get("missing") is None
+
+
+def test_add_with_lease_is_delivering(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=Lease("tok", "gw", 1060.0))
+    row = outbox.get("s1")
+    assert row is not None and row.state is State.DELIVERING and row.attempts == 1
+    assert claim(outbox) == []  # leased rows are not claimable
+
+
+def test_claim_leases_due_rows_once(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=None)
+    outbox.add(new("s2"), now=1001.0, lease=None)
+    assert claim(outbox, now=999.0) == []  # not due yet
+    assert sorted(claim(outbox, now=1002.0)) == ["s1", "s2"]
+    assert claim(outbox, now=1002.0, token="t2") == []
+    row = outbox.get("s1")
+    assert row is not None and row.state is State.DELIVERING and row.attempts == 1
+    assert row.lease_token == "t1" and row.lease_owner == "gw"
+
+
+def test_claim_respects_limit_and_order(outbox: Outbox) -> None:
+    for index in range(5):
+        outbox.add(new(f"s{index}"), now=1000.0 + index, lease=None)
+    assert claim(outbox, now=2000.0, limit=2) == ["s0", "s1"]
+
+
+def test_finish_delivered_drops_payload(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=None)
+    claim(outbox)
+    stored = outbox.finish(
+        "s1",
+        "t1",
+        state=State.DELIVERED,
+        now=1001.0,
+        upstream_status=200,
+        response=b'{"resourceType":"Bundle"}',
+        error=None,
+    )
+    assert stored
+    row = outbox.get("s1")
+    assert row is not None and row.state is State.DELIVERED
+    assert row.payload is None and row.response == b'{"resourceType":"Bundle"}'
+    assert row.lease_token is None
+
+
+def test_finish_failed_keeps_payload(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=Lease("tok", "gw", 1060.0))
+    assert outbox.finish(
+        "s1",
+        "tok",
+        state=State.FAILED,
+        now=1001.0,
+        upstream_status=422,
+        response=b"{}",
+        error="upstream answered HTTP 422",
+    )
+    row = outbox.get("s1")
+    assert row is not None and row.state is State.FAILED and row.payload is not None
+    assert row.upstream_status == 422 and row.error == "upstream answered HTTP 422"
+
+
+def test_finish_requeue_schedules_next_attempt(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=None)
+    claim(outbox)
+    outbox.finish(
+        "s1",
+        "t1",
+        state=State.QUEUED,
+        now=1001.0,
+        upstream_status=503,
+        response=None,
+        error="HTTP 503",
+        next_attempt_at=1010.0,
+    )
+    assert outbox.next_due() == 1010.0
+    assert claim(outbox, now=1005.0, token="t2") == []
+    assert claim(outbox, now=1010.0, token="t3") == ["s1"]
+    row = outbox.get("s1")
+    assert row is not None and row.attempts == 2
+
+
+def test_lost_lease_cannot_overwrite(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=None)
+    claim(outbox)
+    assert not outbox.finish(
+        "s1",
+        "wrong-token",
+        state=State.DELIVERED,
+        now=1001.0,
+        upstream_status=200,
+        response=None,
+        error=None,
+    )
+    row = outbox.get("s1")
+    assert row is not None and row.state is State.DELIVERING
+
+
+def test_requeue_expired(outbox: Outbox) -> None:
+    outbox.add(new("safe"), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    outbox.add(new("unsafe", replay_safe=False), now=1000.0, lease=Lease("b", "gw", 1060.0))
+    outbox.add(new("fresh"), now=1000.0, lease=Lease("c", "gw", 5000.0))
+    assert outbox.requeue_expired(1059.0) == 0
+    assert outbox.requeue_expired(1061.0) == 2
+    safe, unsafe, fresh = (outbox.get(i) for i in ("safe", "unsafe", "fresh"))
+    assert safe is not None and safe.state is State.QUEUED
+    assert unsafe is not None and unsafe.state is State.FAILED
+    assert unsafe.error is not None and "not safe to send twice" in unsafe.error
+    assert fresh is not None and fresh.state is State.DELIVERING
+
+
+def test_counts_and_ping(outbox: Outbox) -> None:
+    outbox.ping()
+    outbox.add(new(), now=1000.0, lease=None)
+    outbox.add(new(), now=1000.0, lease=Lease("x", "gw", 2000.0))
+    counts = outbox.counts()
+    assert counts == {"queued": 1, "delivering": 1, "delivered": 0, "failed": 0}
+    assert outbox.next_due() == 1000.0
+
+
+def test_concurrent_claims_are_disjoint(outbox: Outbox) -> None:
+    for index in range(40):
+        outbox.add(new(f"s{index:02d}"), now=1000.0, lease=None)
+    results: list[list[str]] = []
+    lock = threading.Lock()
+
+    def worker(token: str) -> None:
+        mine: list[str] = []
+        while batch := claim(outbox, now=2000.0, limit=3, token=token):
+            mine.extend(batch)
+        with lock:
+            results.append(mine)
+
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [sid for mine in results for sid in mine]
+    assert sorted(claimed) == [f"s{index:02d}" for index in range(40)]
+
+
+def test_sqlite_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "outbox.sqlite3"
+    first = SqliteOutbox(path)
+    first.add(new("s1"), now=1000.0, lease=None)
+    first.close()
+    second = SqliteOutbox(path)
+    row = second.get("s1")
+    second.close()
+    assert row is not None and row.state is State.QUEUED
+
+
+def test_open_outbox_picks_the_backend(tmp_path: Path) -> None:
+    store = open_outbox(str(tmp_path / "x.sqlite3"))
+    assert isinstance(store, SqliteOutbox)
+    store.close()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_TEST_POSTGRES_URL not set")
+def test_gateway_on_postgres_queues_and_delivers(tmp_path: Path) -> None:
+    """The whole app on Postgres: 202 while the upstream is down, delivered after."""
+    from tests.unit.test_gateway_helpers import (
+        HEADERS,
+        fake_upstream,
+        make_settings,
+        record_bytes,
+        running,
+        wait_for_status,
+    )
+
+    _postgres().close()  # fresh table
+    with fake_upstream() as upstream, running(make_settings(tmp_path, db=POSTGRES_URL)) as client:
+        upstream.mode = "down"
+        response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
+        assert response.status_code == 202
+        upstream.mode = "ok"
+        wait_for_status(client, response.headers["location"], "delivered")
+        assert client.get("/readyz").status_code == 200

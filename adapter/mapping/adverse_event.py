@@ -13,7 +13,7 @@ from adapter import terminology
 from adapter.mapping import extensions
 from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan, resolve_relative
-from adapter.mapping.datatypes import annotation, concept, data_absent, text_concept
+from adapter.mapping.datatypes import annotation, concept, data_absent, period, text_concept
 from adapter.mapping.research_study import trial_reference
 from adapter.mappings import load_json
 
@@ -131,7 +131,9 @@ def map_adverse_event(
     resource["subject"] = ctx.patient_reference
     if r5:
         if onset and resolution:
-            resource["occurrencePeriod"] = {"start": onset, "end": resolution}
+            resource["occurrencePeriod"] = period(
+                onset, resolution, ctx.extension_url("period-end")
+            )
         elif onset:
             resource["occurrenceDateTime"] = onset
     elif onset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 FhirVersion = Literal["R4", "R5"]
@@ -42,21 +43,23 @@ class MappingContext:
     cancer_condition: str | None = None
     """Local id of the primary diagnosis when it is a cancer (mCODE profiles apply only then)."""
     canonical: str = field(init=False)
+    _urls: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "canonical", self.options.namespace.rstrip("/") + "/fhir")
+        object.__setattr__(self, "_urls", {})
 
     @property
     def version(self) -> FhirVersion:
         """The FHIR release being produced."""
         return self.options.fhir_version
 
-    @property
+    @cached_property
     def identifier_system(self) -> str:
         """System of every business identifier the adapter assigns (except the Patient's)."""
         return self.options.namespace.rstrip("/") + "/fhir/identifier/resource"
 
-    @property
+    @cached_property
     def patient_identifier_system(self) -> str:
         """System of the Patient identifier, whose value is the record_id."""
         return self.options.namespace.rstrip("/") + "/fhir/identifier/case-record"
@@ -76,9 +79,17 @@ class MappingContext:
         return f"{self.record_id[:40]}-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
 
     def full_url(self, resource_type: str, key: str) -> str:
-        """Deterministic ``urn:uuid`` of a bundle entry (UUIDv5 over the business identifier)."""
-        name = f"{self.identifier_system}|{self.local_key(resource_type, key)}"
-        return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+        """Deterministic ``urn:uuid`` of a bundle entry (UUIDv5 over the business identifier).
+
+        Cached per context: mappers ask for the same entry's URL many times (every reference
+        to it), and computing UUIDs was the largest single cost of a conversion.
+        """
+        cached = self._urls.get((resource_type, key))
+        if cached is None:
+            name = f"{self.identifier_system}|{self.local_key(resource_type, key)}"
+            cached = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+            self._urls[(resource_type, key)] = cached
+        return cached
 
     def reference(self, resource_type: str, key: str, display: str | None = None) -> dict[str, Any]:
         """A Reference to another resource of the same bundle."""

@@ -7,6 +7,7 @@ computing the plan once, before any resource is built, gives every mapper the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from adapter.mapping.schedule import Dose, expand, regimen
@@ -28,7 +29,7 @@ class AgentPlan:
     position: int = 1
     """1-based place of the agent in its course, so combinations keep their order."""
 
-    @property
+    @cached_property
     def administration_keys(self) -> tuple[str, ...]:
         """Keys of the MedicationAdministrations of this agent, in dose order."""
         if self.doses is None:

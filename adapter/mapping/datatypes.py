@@ -67,11 +67,26 @@ def annotation(text: str) -> dict[str, str]:
     return {"text": text}
 
 
-def period(start: str | None, end: str | None) -> dict[str, str]:
-    """A Period at the precision of its dates (FHIR dateTime accepts YYYY and YYYY-MM)."""
-    result: dict[str, str] = {}
+def comparable(start: str, end: str) -> bool:
+    """Whether FHIR can order two partial dates (FHIRPath gives no answer for, e.g., ``2019``
+    against ``2019-05``: different precisions that agree at the coarser one)."""
+    shorter = min(len(start), len(end))
+    return len(start) == len(end) or start[:shorter] != end[:shorter]
+
+
+def period(start: str | None, end: str | None, end_url: str | None = None) -> dict[str, Any]:
+    """A Period at the precision of its dates (FHIR dateTime accepts YYYY and YYYY-MM).
+
+    When start and end cannot be ordered at their precisions (started 2019-05-01, ended
+    "May 2019"), Period.end would break per-1 on strict servers; the end then travels in the
+    ``end_url`` extension instead, exactly as written, rather than being padded or dropped.
+    """
+    result: dict[str, Any] = {}
     if start:
         result["start"] = start
     if end:
-        result["end"] = end
+        if start and end_url and not comparable(start, end):
+            result["extension"] = [{"url": end_url, "valueDateTime": end}]
+        else:
+            result["end"] = end
     return result

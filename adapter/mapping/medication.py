@@ -57,10 +57,12 @@ def _route(route: str | None) -> dict[str, Any] | None:
     return concept("routes", route) if route else None
 
 
-def _timing(schedule: dict[str, Any] | None, treatment: dict[str, Any]) -> dict[str, Any] | None:
+def _timing(
+    ctx: MappingContext, schedule: dict[str, Any] | None, treatment: dict[str, Any]
+) -> dict[str, Any] | None:
     """Timing.repeat for what maps cleanly (bounds and a plain frequency); phases stay in text."""
     repeat: dict[str, Any] = {}
-    bounds = period(treatment.get("start"), treatment.get("end"))
+    bounds = period(treatment.get("start"), treatment.get("end"), ctx.extension_url("period-end"))
     if bounds:
         repeat["boundsPeriod"] = bounds
     frequency = (schedule or {}).get("frequency")
@@ -146,7 +148,7 @@ def medication_request(
     instruction: dict[str, Any] = {}
     if plan.schedule and "text" in plan.schedule:
         instruction["text"] = plan.schedule["text"]
-    timing = _timing(plan.schedule, treatment)
+    timing = _timing(ctx, plan.schedule, treatment)
     if timing:
         instruction["timing"] = timing
     route = _route(plan.route)
@@ -273,6 +275,6 @@ def medication_administrations(
     stop = _stop_reason(treatment)
     if stop:
         resource["statusReason"] = stop
-    known = period(treatment.get("start"), treatment.get("end"))
+    known = period(treatment.get("start"), treatment.get("end"), ctx.extension_url("period-end"))
     resource.update(_effective(ctx, known or data_absent("unknown")))
     return [_finish_administration(ctx, resource, plan, plan.dose, primary_dx, schedule_text)]

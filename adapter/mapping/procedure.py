@@ -49,7 +49,7 @@ def map_procedure(
     if start and start == end:
         resource[f"{prefix}DateTime"] = start
     elif start or end:
-        resource[f"{prefix}Period"] = period(start, end)
+        resource[f"{prefix}Period"] = period(start, end, ctx.extension_url("period-end"))
     if primary_dx:
         key = "reason" if ctx.version == "R5" else "reasonReference"
         ref = ctx.reference("Condition", primary_dx)

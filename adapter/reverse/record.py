@@ -53,6 +53,14 @@ _RELATIVE_FIELDS: dict[str, str] = {
 }
 
 
+def _period_fields(value: dict[str, Any]) -> dict[str, Any]:
+    """start and end of a Period, including an end carried in the period-end extension."""
+    fields: dict[str, Any] = {k: value[k] for k in ("start", "end") if k in value}
+    for ext in extension(value, "period-end"):
+        fields["end"] = ext["valueDateTime"]
+    return fields
+
+
 def _record_key(resource: dict[str, Any]) -> str | None:
     """The record's concept key, carried in the ``concept-key`` extension."""
     found = extension(resource, "concept-key")
@@ -251,9 +259,7 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
         _course_fields(request, course)
         instruction = (request.get("dosageInstruction") or [{}])[0]
         bounds = instruction.get("timing", {}).get("repeat", {}).get("boundsPeriod", {})
-        for field in ("start", "end"):
-            if field in bounds:
-                course[field] = bounds[field]
+        course.update(_period_fields(bounds))
         course["status"] = _COURSE_STATUS.get(request.get("status", "unknown"), "unknown")
         _stop_reason(course, request.get("statusReason"))
         medication = request.get("medicationCodeableConcept") or request.get("medication", {}).get(
@@ -295,9 +301,7 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
         when = procedure.get("performedDateTime") or procedure.get("occurrenceDateTime")
         if when:
             course["start"] = course["end"] = when
-        for field in ("start", "end"):
-            if field in performed:
-                course[field] = performed[field]
+        course.update(_period_fields(performed))
         course["status"] = _COURSE_STATUS.get(procedure.get("status", "unknown"), "unknown")
         _stop_reason(course, procedure.get("statusReason"))
         name = concept_text("procedures", course["kind"], procedure.get("code"))

@@ -267,3 +267,18 @@ def test_offline_round_trip_carries_every_carried_field(case_name: str) -> None:
     record = load_case(case_name)
     back = bundle_to_record(bundle_of(case_name), DEFAULT_NAMESPACE)
     assert differences(carried(record), carried(back)) == []
+
+
+def test_unorderable_period_keeps_the_end_in_an_extension() -> None:
+    """per-1: 2019-05-01 → "May 2019" cannot be ordered by FHIR; the end is kept, not padded."""
+    record = load_case("caruso2022-04")
+    course = next(t for t in record["treatments"] if t["kind"] == "drug")
+    course.update(start="2019-05-01", end="2019-05")
+    course.pop("counts", None)
+    bundle = convert_record(record).bundle
+    text = json.dumps(bundle)
+    assert '"end": "2019-05"' not in text
+    assert '"valueDateTime": "2019-05"' in text
+    back = bundle_to_record(bundle, DEFAULT_NAMESPACE)
+    pulled = next(t for t in back["treatments"] if t["id"] == course["id"])
+    assert (pulled["start"], pulled["end"]) == ("2019-05-01", "2019-05")

@@ -1,0 +1,96 @@
+"""Helpers shared by the benchmark scripts: machine description, one-core pinning, timing."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "cases"
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model and RAM of this machine, for the figures' provenance."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = None
+    try:
+        import psutil
+
+        ram_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": ram_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One line describing the machine."""
+    return (
+        f"machine: {info['nproc']} CPU ({info['cpu']}), {info['ram_gb']} GB RAM, "
+        f"Python {info['python']}, {info['platform']}, load average {info['load_avg_1m']}"
+    )
+
+
+def pin_one_core() -> int | None:
+    """Pin this process to one CPU (the last allowed one) so timings use a single core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[-1]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def per_call(fn: Callable[[], object], repeat: int, min_sample_s: float = 0.02) -> float:
+    """Median seconds per call over ``repeat`` samples, after a warm-up.
+
+    Each sample runs ``fn`` enough times to last ``min_sample_s`` so that timer resolution
+    does not matter; the garbage collector stays on, as in production.
+    """
+    for _ in range(3):
+        fn()
+    loops = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_sample_s or loops >= 1 << 20:
+            break
+        loops *= 2
+    samples = [elapsed / loops]
+    for _ in range(repeat - 1):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter() - start) / loops)
+    return statistics.median(samples)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank on sorted data."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import psutil
+from benchutil import ROOT, machine, machine_line
 
 from adapter.synthetic import generate_cases
-from benchutil import ROOT, machine, machine_line
 
 
 def _tree_rss(process: psutil.Process) -> int:

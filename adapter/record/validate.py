@@ -49,6 +49,23 @@ def _is_date_time(value: object) -> bool:
     return True
 
 
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with every local ``$ref`` replaced by its definition (the schema has no
+    recursive definitions); resolving references at validation time was half its cost."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            merged = {
+                **_inline_refs(defs[ref[len("#/$defs/") :]], defs),
+                **{k: _inline_refs(v, defs) for k, v in node.items() if k != "$ref"},
+            }
+            return merged
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
     checker = FormatChecker(formats=())
@@ -56,7 +73,7 @@ def _validator() -> Draft202012Validator:
     checker.checks("date-time")(_is_date_time)
     schema = load_json(SCHEMA_FILE)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=checker)
+    return Draft202012Validator(_inline_refs(schema, schema["$defs"]), format_checker=checker)
 
 
 def _short(value: Any) -> str:

@@ -4,15 +4,18 @@ references, dose expansion and the stored expected bundles."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapter import terminology
 from adapter.fhir_validation import validate_bundle_resources
 from adapter.mapping import ConversionOptions, convert_record
-from adapter.mapping.context import DEFAULT_NAMESPACE
+from adapter.mapping.context import DEFAULT_NAMESPACE, uuid5_url
 from adapter.pipeline import dump_json
 from adapter.reverse import bundle_to_record
 from adapter.reverse.compare import carried, differences
@@ -282,3 +285,8 @@ def test_unorderable_period_keeps_the_end_in_an_extension() -> None:
     back = bundle_to_record(bundle, DEFAULT_NAMESPACE)
     pulled = next(t for t in back["treatments"] if t["id"] == course["id"])
     assert (pulled["start"], pulled["end"]) == ("2019-05-01", "2019-05")
+
+
+@given(st.text(max_size=200))
+def test_fast_uuid5_is_the_rfc_uuid5(name: str) -> None:
+    assert uuid5_url(name) == str(uuid.uuid5(uuid.NAMESPACE_URL, name))

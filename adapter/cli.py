@@ -124,27 +124,19 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     """Draw a swimmer timeline of one case (record, or a bundle the adapter produced)."""
-    from adapter.pipeline import validated_record
     from adapter.record.loader import load_record_file
     from adapter.reverse import bundle_to_record
+    from adapter.timeline import render_timeline
 
     try:
-        from adapter.timeline import render_timeline
-    except ImportError as exc:
-        print(f"fhir-adapter timeline: not available in this build ({exc})", file=sys.stderr)
-        return EXIT_INTERNAL
-
-    try:
-        document = load_record_file(Path(args.file))
+        record = load_record_file(Path(args.file))
     except RecordInputError as exc:
         _print_errors(args.file, exc.errors)
         return EXIT_INVALID
-    if document.get("resourceType") == "Bundle":
-        document = bundle_to_record(document, args.namespace)
-    import json
-
-    record, errors = validated_record(json.dumps(document).encode())
-    if record is None:
+    if record.get("resourceType") == "Bundle":
+        record = bundle_to_record(record, args.namespace)
+    errors = validate_record(record)
+    if errors:
         _print_errors(args.file, errors)
         return EXIT_INVALID
     try:
@@ -158,14 +150,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway with uvicorn."""
-    try:
-        from adapter.gateway.server import serve
-    except ImportError as exc:
-        print(
-            f"fhir-adapter serve: the gateway is not available in this build ({exc})",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+    from adapter.gateway.server import serve
+
     return int(serve(args.host, args.port))
 
 
@@ -244,11 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="R4",
         help="FHIR release of the output (default R4)",
     )
-    convert.add_argument(
-        "--namespace",
-        default=os.environ.get("FHIR_ADAPTER_NAMESPACE", DEFAULT_NAMESPACE),
-        help="base URI of identifier systems (env FHIR_ADAPTER_NAMESPACE)",
-    )
+    _namespace_option(convert)
     convert.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="convert in N parallel processes"
     )

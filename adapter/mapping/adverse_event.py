@@ -12,7 +12,7 @@ from typing import Any
 from adapter import terminology
 from adapter.mapping import extensions
 from adapter.mapping.context import MappingContext
-from adapter.mapping.courses import AgentPlan, resolve_relative
+from adapter.mapping.courses import AgentPlan
 from adapter.mapping.datatypes import annotation, concept, data_absent, period, text_concept
 from adapter.mapping.research_study import trial_reference
 from adapter.mappings import load_json
@@ -90,36 +90,19 @@ def map_adverse_event(
         {"url": ctx.extension_url("concept-key"), "valueCode": event["term"]}
     ]
     if "grade" in event:
-        grade = terminology.lookup("ae-grades", f"grade_{event['grade']}")
         ext.append(
-            {"url": GRADE_EXTENSION[ctx.version], "valueCodeableConcept": grade.codeable_concept()}
+            {
+                "url": GRADE_EXTENSION[ctx.version],
+                "valueCodeableConcept": attribute("grade", str(event["grade"])),
+            }
         )
-    onset = event.get("onset")
-    if "onset_after" in event:
-        derived = onset is None
-        if derived:
-            onset = resolve_relative(event["onset_after"], treatments, plans)
-        ext.append(
-            extensions.relative_time(
-                ctx,
-                event["onset_after"],
-                "relative-onset",
-                date_derived=derived and onset is not None,
-            )
-        )
-    resolution = event.get("end")
-    if "end_after" in event:
-        derived = resolution is None
-        if derived:
-            resolution = resolve_relative(event["end_after"], treatments, plans)
-        ext.append(
-            extensions.relative_time(
-                ctx,
-                event["end_after"],
-                "relative-resolution",
-                date_derived=derived and resolution is not None,
-            )
-        )
+    onset, onset_ext = extensions.stated_or_relative(
+        ctx, event.get("onset"), event.get("onset_after"), treatments, plans, "relative-onset"
+    )
+    resolution, resolution_ext = extensions.stated_or_relative(
+        ctx, event.get("end"), event.get("end_after"), treatments, plans, "relative-resolution"
+    )
+    ext.extend(e for e in (onset_ext, resolution_ext) if e is not None)
     resource: dict[str, Any] = {"resourceType": "AdverseEvent", "extension": ext}
     identifier = ctx.identifier("AdverseEvent", event["id"])
     resource["identifier"] = [identifier] if r5 else identifier

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.mapping.context import MappingContext
+from adapter.mapping.courses import AgentPlan, resolve_relative
 from adapter.mapping.datatypes import ucum_quantity
 
 COUNT_FIELDS = ("cycles", "doses", "sessions", "weeks", "months", "days")
@@ -63,6 +64,31 @@ def relative_time(
     if date_derived:
         subs.append(_sub("dateDerived", "Boolean", True))
     return {"url": ctx.extension_url(name), "extension": subs}
+
+
+def stated_or_relative(
+    ctx: MappingContext,
+    stated: str | None,
+    relative: dict[str, Any] | None,
+    treatments: dict[str, dict[str, Any]],
+    plans: dict[str, list[AgentPlan]],
+    name: str = "relative-time",
+) -> tuple[str | None, dict[str, Any] | None]:
+    """``(date, extension)`` for a time given as a date, relative to a treatment, or both.
+
+    The stated date wins; otherwise a date is computed only from a day-precise anchor. The
+    relative statement is always kept, flagged when the date was computed from it, so the
+    reverse mapping can tell a stated date from a derived one.
+    """
+    if relative is None:
+        return stated, None
+    when = stated
+    if when is None:
+        when = resolve_relative(relative, treatments, plans)
+        derived = when is not None
+    else:
+        derived = False
+    return when, relative_time(ctx, relative, name, date_derived=derived)
 
 
 def interruption(ctx: MappingContext, pause: dict[str, Any]) -> dict[str, Any]:

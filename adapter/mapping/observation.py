@@ -12,7 +12,7 @@ from typing import Any
 from adapter import terminology
 from adapter.mapping import extensions
 from adapter.mapping.context import MappingContext
-from adapter.mapping.courses import AgentPlan, resolve_relative
+from adapter.mapping.courses import AgentPlan
 from adapter.mapping.datatypes import (
     UCUM,
     annotation,
@@ -36,18 +36,13 @@ def _timing(
 ) -> None:
     """effectiveDateTime as stated, else computed from a day-precise anchor; the relative
     statement itself is always kept, flagged when the date was computed from it."""
-    derived = False
-    if "date" in item:
-        resource["effectiveDateTime"] = item["date"]
-    elif "after" in item:
-        resolved = resolve_relative(item["after"], treatments, plans)
-        if resolved:
-            resource["effectiveDateTime"] = resolved
-            derived = True
-    if "after" in item:
-        resource.setdefault("extension", []).append(
-            extensions.relative_time(ctx, item["after"], date_derived=derived)
-        )
+    when, relative = extensions.stated_or_relative(
+        ctx, item.get("date"), item.get("after"), treatments, plans
+    )
+    if when:
+        resource["effectiveDateTime"] = when
+    if relative:
+        resource.setdefault("extension", []).append(relative)
 
 
 def map_measurement(

@@ -53,6 +53,21 @@ _RELATIVE_FIELDS: dict[str, str] = {
 }
 
 
+def _time_fields(
+    stated: str | None,
+    relatives: list[dict[str, Any]],
+    date_key: str = "date",
+    after_key: str = "after",
+) -> dict[str, Any]:
+    """A stated date (not one the forward mapping derived) and the relative time, if any."""
+    fields: dict[str, Any] = {}
+    if stated and not (relatives and _date_derived(relatives[0])):
+        fields[date_key] = stated
+    if relatives:
+        fields[after_key] = _relative(relatives[0])
+    return fields
+
+
 def _period_fields(value: dict[str, Any]) -> dict[str, Any]:
     """start and end of a Period, including an end carried in the period-end extension."""
     fields: dict[str, Any] = {k: value[k] for k in ("start", "end") if k in value}
@@ -359,11 +374,7 @@ def _attach_responses(index: ResourceIndex, courses: dict[str, dict[str, Any]]) 
                 response["text"] = words
         elif "valueString" in obs:
             response["text"] = obs["valueString"]
-        relative = extension(obs, "relative-time")
-        if "effectiveDateTime" in obs and not (relative and _date_derived(relative[0])):
-            response["date"] = obs["effectiveDateTime"]
-        if relative:
-            response["after"] = _relative(relative[0])
+        response.update(_time_fields(obs.get("effectiveDateTime"), extension(obs, "relative-time")))
         courses[course_id].setdefault("responses", []).append(response)
 
 
@@ -390,10 +401,7 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
             or resource.get("occurrenceDateTime")
             or resource.get("occurrencePeriod", {}).get("start")
         )
-        if onset and not (onset_rel and _date_derived(onset_rel[0])):
-            event["onset"] = onset
-        if onset_rel:
-            event["onset_after"] = _relative(onset_rel[0])
+        event.update(_time_fields(onset, onset_rel, "onset", "onset_after"))
         end_rel = extension(resource, "relative-resolution")
         if end_rel:
             event["end_after"] = _relative(end_rel[0])
@@ -466,11 +474,7 @@ def _observations(index: ResourceIndex) -> list[dict[str, Any]]:
                 item["comparator"] = quantity["comparator"]
         elif "valueString" in obs:
             item["text"] = obs["valueString"]
-        relative = extension(obs, "relative-time")
-        if "effectiveDateTime" in obs and not (relative and _date_derived(relative[0])):
-            item["date"] = obs["effectiveDateTime"]
-        if relative:
-            item["after"] = _relative(relative[0])
+        item.update(_time_fields(obs.get("effectiveDateTime"), extension(obs, "relative-time")))
         observations.append(item)
     return observations
 
@@ -507,11 +511,9 @@ def _follow_up_and_history(index: ResourceIndex, record: dict[str, Any]) -> None
     obs = index.by_key.get(("Observation", "followup"))
     if obs:
         follow_up: dict[str, Any] = {}
-        relative = extension(obs, "relative-time")
-        if "effectiveDateTime" in obs and not (relative and _date_derived(relative[0])):
-            follow_up["date"] = obs["effectiveDateTime"]
-        if relative:
-            follow_up["after"] = _relative(relative[0])
+        follow_up.update(
+            _time_fields(obs.get("effectiveDateTime"), extension(obs, "relative-time"))
+        )
         status = _record_key(obs)
         if status:
             follow_up["status"] = status

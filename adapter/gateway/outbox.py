@@ -149,8 +149,11 @@ def _row(row: Sequence[Any]) -> Submission:
 class Outbox(Protocol):
     """What the gateway needs from a store; blocking calls, run off the event loop."""
 
-    def add(self, new: NewSubmission, *, now: float, lease: Lease | None) -> Submission:
-        """Persist a submission: leased (being delivered right now) or queued for the worker."""
+    def add(
+        self, new: NewSubmission, *, now: float, lease: Lease | None, due: float | None = None
+    ) -> Submission:
+        """Persist a submission: leased (being delivered right now) or queued for the worker,
+        first due at ``due`` (default: now)."""
 
     def get(self, submission_id: str) -> Submission | None:
         """One submission, or ``None``."""
@@ -207,7 +210,9 @@ class _SqlOutbox:
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def add(self, new: NewSubmission, *, now: float, lease: Lease | None) -> Submission:
+    def add(
+        self, new: NewSubmission, *, now: float, lease: Lease | None, due: float | None = None
+    ) -> Submission:
         state = State.DELIVERING if lease else State.QUEUED
         rows = self._run(
             f"INSERT INTO {TABLE} (id, kind, bundle_type, principal, state, payload, "
@@ -225,7 +230,7 @@ class _SqlOutbox:
                 1 if lease else 0,
                 now,
                 now,
-                now,
+                now if due is None else due,
                 lease.token if lease else None,
                 lease.owner if lease else None,
                 lease.until if lease else None,

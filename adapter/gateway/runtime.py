@@ -179,7 +179,10 @@ class Gateway:
         )
         try_now = not self.breaker.is_open(now)
         lease = self.worker.lease(now) if try_now else None
-        row: Submission | None = await asyncio.to_thread(self.outbox.add, new, now=now, lease=lease)
+        due = None if try_now else self.breaker.closes_at
+        row: Submission | None = await asyncio.to_thread(
+            self.outbox.add, new, now=now, lease=lease, due=due
+        )
         if lease is None:
             self.worker.notify()
         else:

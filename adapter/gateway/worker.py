@@ -125,7 +125,8 @@ class Breaker:
     """Remembers a recent upstream failure so pushes stop waiting on a dead upstream.
 
     While open, request handlers queue immediately (202) instead of spending their
-    connect timeout; any successful delivery closes it.
+    connect timeout, and the new row is first due when the breaker closes, so a dead upstream
+    is not hit once per push; any successful delivery closes it.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -135,6 +136,11 @@ class Breaker:
     def is_open(self, now: float) -> bool:
         """Whether pushes should skip the synchronous attempt."""
         return now < self._open_until
+
+    @property
+    def closes_at(self) -> float:
+        """When an open breaker lets deliveries try again (the past when it is closed)."""
+        return self._open_until
 
     def record(self, result: DeliveryResult, now: float) -> None:
         """Open on a transient failure, close on success; rejections say nothing."""

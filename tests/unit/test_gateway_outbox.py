@@ -89,6 +89,12 @@ def test_add_with_lease_is_delivering(outbox: Outbox) -> None:
     assert claim(outbox) == []  # leased rows are not claimable
 
 
+def test_row_queued_while_the_breaker_is_open_waits_until_it_closes(outbox: Outbox) -> None:
+    outbox.add(new("s1"), now=1000.0, lease=None, due=1005.0)
+    assert claim(outbox, now=1004.9) == []
+    assert claim(outbox, now=1005.0) == ["s1"]
+
+
 def test_claim_leases_due_rows_once(outbox: Outbox) -> None:
     outbox.add(new("s1"), now=1000.0, lease=None)
     outbox.add(new("s2"), now=1001.0, lease=None)

@@ -45,3 +45,49 @@ def optional_json(relative_path: str) -> Any | None:
     if not (mappings_dir() / relative_path).is_file():
         return None
     return load_json(relative_path)
+
+
+# -- one accessor per table, so that a reader finds every file of mappings/ named here --------
+
+
+def case_record_schema() -> dict[str, Any]:
+    """The JSON Schema of case records (``case-record.schema.json``)."""
+    schema: dict[str, Any] = load_json("case-record.schema.json")
+    return schema
+
+
+def regimens() -> dict[str, Any]:
+    """Named regimens by key (``regimens.json``: agent, dose, route, cycle days)."""
+    table: dict[str, Any] = load_json("regimens.json")["regimens"]
+    return table
+
+
+@cache
+def frequency_days() -> dict[str, list[int]]:
+    """Days within a week for each frequency key, such as ``3_per_week`` (``regimens.json``)."""
+    raw = load_json("regimens.json")["frequency_days"]
+    return {key: value for key, value in raw.items() if key != "description"}
+
+
+def iscl_eortc_staging() -> dict[str, Any]:
+    """The ISCL/EORTC staging table as stored (``staging/iscl-eortc.json``)."""
+    table: dict[str, Any] = load_json("staging/iscl-eortc.json")
+    return table
+
+
+@cache
+def staged_conditions() -> frozenset[str]:
+    """Condition keys that ISCL/EORTC staging applies to, which are also the cancers."""
+    return frozenset(iscl_eortc_staging()["applies_to"])
+
+
+def adverse_event_attributes() -> dict[str, Any]:
+    """Record values of AE seriousness, outcome, causality... to code-table keys."""
+    table: dict[str, Any] = load_json("adverse-event-attributes.json")
+    return table
+
+
+def follow_up_statuses() -> dict[str, str | None]:
+    """Follow-up status values to response code keys (``follow-up-status.json``)."""
+    table: dict[str, str | None] = load_json("follow-up-status.json")
+    return table

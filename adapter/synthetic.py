@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter import terminology
-from adapter.mappings import load_json
+from adapter.mappings import regimens, staged_conditions
 
 Json = dict[str, Any]
 
@@ -332,8 +332,8 @@ def _load_seeds(folder: Path) -> list[tuple[str, Json]]:
 
 def build_seed_model(folder: Path | None = None) -> SeedModel:
     """Derive the templates and pools from the seed records of a folder."""
-    regimens = load_json("regimens.json")["regimens"]
-    staging_applies = set(load_json("staging/iscl-eortc.json")["applies_to"])
+    regimen_table = regimens()
+    staging_applies = staged_conditions()
     files: list[str] = []
     primaries: list[str] = []
     per_condition: dict[str, dict[str, list[Any]]] = {}
@@ -443,7 +443,7 @@ def build_seed_model(folder: Path | None = None) -> SeedModel:
             add("numbering", any(isinstance(t.get("line"), int) for t in treatments))
             for index, group in enumerate(groups):
                 courses = tuple(
-                    c for t in group if (c := _course_template(t, regimens)) is not None
+                    c for t in group if (c := _course_template(t, regimen_table)) is not None
                 )
                 if courses:
                     position = index / (len(groups) - 1) if len(groups) > 1 else 0.5

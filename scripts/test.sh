@@ -23,6 +23,13 @@ if [ "${SKIP_HAPI:-0}" != "1" ]; then
   FHIR_TEST_SERVER_URL=$(bash tests/hapi-server/hapi.sh start | tail -n 1)
   export FHIR_TEST_SERVER_URL
   echo "HAPI FHIR at $FHIR_TEST_SERVER_URL"
+  # A cold JVM takes seconds over its first transactions; the tests that expect an answer
+  # within the gateway's synchronous wait must not pay for that. Warm-up data has its own
+  # identifier namespace, so no test sees it.
+  t0=$SECONDS
+  .venv/bin/fhir-adapter push examples/cases/caruso2022-0[1-4].json --quiet \
+    --server "$FHIR_TEST_SERVER_URL" --namespace https://warm-up.fhir-oncology-adapter.example.org >/dev/null
+  echo "HAPI warmed up in $((SECONDS - t0)) s"
 fi
 
 echo "== pytest"

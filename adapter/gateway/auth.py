@@ -24,6 +24,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from adapter.gateway.clients import Client
 from adapter.gateway.config import PREFIX, ConfigError, Settings
 from adapter.gateway.outcomes import GatewayError, Issue
 
@@ -41,6 +42,7 @@ Access = Literal["read", "write"]
 READ_SCOPE = "system/*.read"
 WRITE_SCOPE = "system/*.write"
 REALM = "fhir-oncology-adapter"
+DEFAULT_CLIENT_ID = "default"
 _HASH_PREFIX = "sha256:"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SCOPE = re.compile(r"^system/\*\.(?P<permission>[A-Za-z*]+)$")
@@ -54,6 +56,9 @@ class Principal:
 
     name: str
     scopes: frozenset[str]
+    client: Client | None = None
+    """The sending system the credential is bound to (``docs/authorization.md``); ``None``
+    for a verified JWT whose subject no client claims, which may not write."""
 
     def can(self, access: Access) -> bool:
         """Whether the caller's scopes allow ``access``."""
@@ -203,6 +208,10 @@ class Authenticator:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway
+        # FHIR_ADAPTER_API_KEYS are the keys of one sender, the default client.
+        self._default_client = Client(
+            DEFAULT_CLIENT_ID, frozenset({"read", "write", "convert"}), settings.namespace
+        )
         keys: list[_JwtKey] = []
         if settings.jwt_public_key:
             keys.append(_public_key(settings.jwt_public_key, settings.jwt_algorithms))
@@ -244,7 +253,9 @@ class Authenticator:
         if matched is None:
             return None
         # A short digest prefix identifies the key in logs without revealing it.
-        return Principal(f"api-key:{matched.hex()[:12]}", frozenset({"system/*.*"}))
+        return Principal(
+            f"api-key:{matched.hex()[:12]}", frozenset({"system/*.*"}), self._default_client
+        )
 
     def _verify_jwt(self, token: str) -> Principal:
         try:

@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from adapter.mappings import load_json
+from adapter.mappings import case_record_schema
 
 __all__ = [
     "ERROR_STATUSES",
@@ -169,7 +169,7 @@ def case_record_schemas() -> dict[str, Any]:
     ``$id`` and ``$schema`` are dropped: inside the OpenAPI document an ``$id`` would re-base
     every ``$ref`` onto the schema's own URL, where the components are not.
     """
-    schema = copy.deepcopy(load_json("case-record.schema.json"))
+    schema = copy.deepcopy(case_record_schema())
     definitions = schema.pop("$defs", {})
     for key in ("$id", "$schema"):
         schema.pop(key, None)

@@ -15,7 +15,7 @@ from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan
 from adapter.mapping.datatypes import annotation, concept, data_absent, period, text_concept
 from adapter.mapping.research_study import trial_reference
-from adapter.mappings import load_json
+from adapter.mappings import adverse_event_attributes
 
 GRADE_EXTENSION = {
     "R4": "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition/ae-grade",
@@ -31,7 +31,7 @@ def attribute(name: str, value: str, version: str = "R5") -> dict[str, Any]:
     no HL7 code (Naranjo as a named method, 'unrelated') travel as text alone. R4 output uses
     the capitalised R4 codes where R4 and THO differ.
     """
-    aliases = load_json("adverse-event-attributes.json")
+    aliases = adverse_event_attributes()
     table = aliases["r4"] if version == "R4" and name in aliases["r4"] else aliases
     key = table[name][value]
     text = aliases["text"].get(f"{name}.{value}")

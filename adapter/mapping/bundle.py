@@ -26,7 +26,7 @@ from adapter.mapping.observation import (
 from adapter.mapping.patient import map_patient
 from adapter.mapping.procedure import map_procedure
 from adapter.mapping.provenance import map_provenance, provenance_id
-from adapter.mappings import load_json
+from adapter.mappings import staged_conditions
 
 
 @dataclass
@@ -109,7 +109,7 @@ def convert_record(
     """
     options = options or ConversionOptions()
     primary = _primary_diagnosis(record)
-    cancers = set(load_json("staging/iscl-eortc.json")["applies_to"])
+    cancers = staged_conditions()
     is_cancer = any(
         d["id"] == primary and d["condition"] in cancers for d in record.get("diagnoses", [])
     )

@@ -22,7 +22,7 @@ from adapter.mapping.datatypes import (
     text_concept,
     ucum_quantity,
 )
-from adapter.mappings import load_json
+from adapter.mappings import follow_up_statuses
 
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
@@ -187,7 +187,7 @@ def map_follow_up(
     status = follow_up.get("status")
     if status:
         resource["extension"].append({"url": ctx.extension_url("concept-key"), "valueCode": status})
-        key = load_json("follow-up-status.json")[status]
+        key = follow_up_statuses()[status]
         words = status.replace("_", " ")
         resource["valueCodeableConcept"] = concept("responses", key) if key else text_concept(words)
     else:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import lru_cache
 from typing import Any
 
-from adapter.mappings import load_json
+from adapter.mappings import frequency_days, regimens
 from adapter.record.dates import PartialDate, Precision
 
 
@@ -36,20 +35,9 @@ class Dose:
     quantity: dict[str, Any] | None
 
 
-@lru_cache(maxsize=1)
-def _regimens() -> dict[str, Any]:
-    return dict(load_json("regimens.json")["regimens"])
-
-
-@lru_cache(maxsize=1)
-def _frequency_days() -> dict[str, list[int]]:
-    raw = load_json("regimens.json")["frequency_days"]
-    return {k: v for k, v in raw.items() if k != "description"}
-
-
 def regimen(key: str) -> dict[str, Any]:
     """A named regimen of mappings/regimens.json."""
-    return dict(_regimens()[key])
+    return dict(regimens()[key])
 
 
 def phases_of(schedule: dict[str, Any] | None) -> tuple[Phase, ...] | None:
@@ -73,7 +61,7 @@ def phases_of(schedule: dict[str, Any] | None) -> tuple[Phase, ...] | None:
     if frequency:
         unit_days = {"d": 1, "wk": 7}.get(frequency["period_unit"])
         key = f"{frequency['times']}/{frequency['period']}/{frequency['period_unit']}"
-        days = _frequency_days().get(key)
+        days = frequency_days().get(key)
         if unit_days is None or days is None:
             return None  # monthly or unusual frequencies have no fixed day pattern
         return (Phase(tuple(days), unit_days * frequency["period"]),)

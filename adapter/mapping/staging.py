@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from adapter.mappings import load_json
+from adapter.mappings import iscl_eortc_staging
 
 _SUB_LETTER = re.compile(r"^([TNMB][0-4X])[ab]?$")
 
@@ -39,7 +39,7 @@ class StagingTable:
 @lru_cache(maxsize=1)
 def staging_table() -> StagingTable:
     """The table of mappings/staging/iscl-eortc.json, loaded once."""
-    raw = load_json("staging/iscl-eortc.json")
+    raw = iscl_eortc_staging()
     rows = tuple(
         StagingRow(
             r["group"], frozenset(r["t"]), frozenset(r["n"]), frozenset(r["m"]), frozenset(r["b"])

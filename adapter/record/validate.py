@@ -17,11 +17,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from adapter import terminology
-from adapter.mappings import load_json
+from adapter.mappings import case_record_schema, regimens, staged_conditions
 from adapter.record.dates import PartialDate, is_partial_date
 from adapter.record.errors import RecordError
 
-SCHEMA_FILE = "case-record.schema.json"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -71,7 +70,7 @@ def _validator() -> Draft202012Validator:
     checker = FormatChecker(formats=())
     checker.checks("partial-date")(is_partial_date)
     checker.checks("date-time")(_is_date_time)
-    schema = load_json(SCHEMA_FILE)
+    schema = case_record_schema()
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(_inline_refs(schema, schema["$defs"]), format_checker=checker)
 
@@ -167,8 +166,8 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                 ids[item["id"]] = path
     treatment_ids = {t["id"] for t in record.get("treatments", [])}
     ae_ids = {a["id"] for a in record.get("adverse_events", [])}
-    regimens = load_json("regimens.json")["regimens"]
-    staging_applies = set(load_json("staging/iscl-eortc.json")["applies_to"])
+    known_regimens = regimens()
+    staging_applies = staged_conditions()
 
     def unknown(path: list[Any], table: str, key: str, what: str) -> RecordError:
         return RecordError(
@@ -216,7 +215,7 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
             for i, p in enumerate(treatment.get("interruptions", []))
         ]
         for schedule_path, schedule in schedules:
-            if schedule and "regimen" in schedule and schedule["regimen"] not in regimens:
+            if schedule and "regimen" in schedule and schedule["regimen"] not in known_regimens:
                 yield RecordError(
                     json_path([*schedule_path, "regimen"]),
                     "unknown-regimen",

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from adapter import terminology
-from adapter.mappings import load_json
+from adapter.mappings import adverse_event_attributes
 from adapter.reverse.index import (
     ResourceIndex,
     concept_key,
@@ -379,7 +379,7 @@ def _attach_responses(index: ResourceIndex, courses: dict[str, dict[str, Any]]) 
 
 
 def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
-    aliases = load_json("adverse-event-attributes.json")
+    aliases = adverse_event_attributes()
 
     def reverse(name: str, concept: dict[str, Any] | None) -> str | None:
         key = concept_key("ae-grades", concept)

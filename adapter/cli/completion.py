@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from adapter.cli.common import EXIT_OK, add_command
+
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:  # argparse exposes subparsers only this way
@@ -46,3 +48,24 @@ complete -o filenames -F _fhir_adapter fhir-adapter
 def zsh_script(parser: argparse.ArgumentParser) -> str:
     """zsh uses the bash function through bashcompinit."""
     return "autoload -U +X bashcompinit && bashcompinit\n" + bash_script(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print a shell completion script generated from this parser."""
+    from adapter.cli import build_parser
+
+    parser = build_parser()
+    print(bash_script(parser) if args.shell == "bash" else zsh_script(parser), end="")
+    return EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the subcommand and its options."""
+    parser = add_command(
+        commands,
+        "completion",
+        help="print a shell completion script",
+        epilog="example: source <(fhir-adapter completion bash)",
+    )
+    parser.add_argument("shell", choices=["bash", "zsh"])
+    parser.set_defaults(handler=run)

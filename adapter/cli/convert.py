@@ -1,4 +1,4 @@
-"""The ``convert`` command's output side: where bundles go, progress, summary, exit code.
+"""``fhir-adapter convert``: where bundles go, progress, summary, exit code.
 
 Conversion streams: inputs are read, converted and written one at a time (or a few at a time
 with ``--jobs``), so memory stays flat however many records a folder holds.
@@ -16,6 +16,14 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
+from adapter.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_command,
+    add_namespace_option,
+    conversion_options,
+)
 from adapter.mapping import ConversionOptions
 from adapter.pipeline import (
     STDIN,
@@ -25,8 +33,6 @@ from adapter.pipeline import (
     dump_ndjson_line,
     expand_inputs,
 )
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def _usage(message: str) -> int:
@@ -71,8 +77,9 @@ def _validation_errors(bundle: dict[str, Any], version: str) -> list[str]:
     return validate_bundle_resources(bundle, version)
 
 
-def run_convert(args: argparse.Namespace, options: ConversionOptions) -> int:
+def run(args: argparse.Namespace) -> int:
     """Execute ``fhir-adapter convert``; returns the exit code."""
+    options = conversion_options(args)
     sources = list(expand_inputs(args.inputs))
     if not sources:
         return _usage("no input files found")
@@ -144,3 +151,63 @@ def run_convert(args: argparse.Namespace, options: ConversionOptions) -> int:
                 f"converted {converted}, failed {failed}, warnings {warning_count}", file=sys.stderr
             )
     return EXIT_INVALID if failed else EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the subcommand and its options."""
+    parser = add_command(
+        commands,
+        "convert",
+        help="convert case records to FHIR transaction Bundles",
+        description="Convert case records (files, folders, globs, or - for stdin) to FHIR "
+        "transaction Bundles. One input writes to stdout unless -o is given; several inputs "
+        "need --out-dir. Exit 0 when all converted, 1 when some inputs were invalid (the valid "
+        "ones are still converted), 2 on a usage error.",
+        epilog="examples:\n"
+        "  fhir-adapter convert examples/cases/caruso2022-02.json -o bundle.json\n"
+        "  fhir-adapter convert examples/cases --out-dir out/ --fhir-version R5\n"
+        "  fhir-adapter convert examples/cases --out-dir ndjson/ --format ndjson --jobs 2\n"
+        "  cat record.json | fhir-adapter convert - > bundle.json",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="case record files, folders, glob patterns, or - for stdin",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="OUT.json", help="output file for a single input (- for stdout)"
+    )
+    parser.add_argument("--out-dir", metavar="DIR", help="write one output per input here")
+    parser.add_argument(
+        "--format",
+        choices=["json", "ndjson"],
+        default="json",
+        help="json: one Bundle per input; ndjson: one resource per line, one "
+        "file per resource type (FHIR Bulk Data), needs --out-dir",
+    )
+    parser.add_argument(
+        "--fhir-version",
+        choices=["R4", "R5"],
+        default="R4",
+        help="FHIR release of the output (default R4)",
+    )
+    add_namespace_option(parser)
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="convert in N parallel processes"
+    )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="also validate every output resource with fhir.resources",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar, no closing summary"
+    )
+    parser.add_argument(
+        "--summary",
+        choices=["text", "json"],
+        default="text",
+        help="closing summary format (json for scripts)",
+    )
+    parser.set_defaults(handler=run)

@@ -1,8 +1,8 @@
 """The ``fhir-adapter`` command line: a thin shell over the library, all I/O lives here.
 
 One module per command (``validate``, ``convert``, ``push``, ``pull``, ``timeline``,
-``serve``, ``completion``), each with a ``register`` that adds its subparser and a ``run``
-that executes it; this module assembles the parser and owns the never-a-traceback rule.
+``serve``, ``purge``, ``completion``), each with a ``register`` that adds its subparser and a
+``run`` that executes it; this module assembles the parser and owns the never-a-traceback rule.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from adapter import __version__
-from adapter.cli import completion, convert, pull, push, serve, timeline, validate
+from adapter.cli import completion, convert, pull, purge, push, serve, timeline, validate
 from adapter.cli.common import EXIT_INTERNAL, EXIT_OK
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (validate, convert, push, pull, timeline, serve, completion)
+_COMMANDS = (validate, convert, push, pull, timeline, serve, purge, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

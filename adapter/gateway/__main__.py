@@ -1,22 +1,20 @@
-"""``python -m adapter.gateway [--host H] [--port P]``: the gateway without the full CLI."""
+"""``python -m adapter.gateway [--host H] [--port P] [--ssl-certfile PEM --ssl-keyfile PEM]``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from adapter.gateway.server import serve
+from adapter.cli.serve import add_server_options, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse host and port and serve; configuration comes from FHIR_ADAPTER_* variables."""
+    """Parse host, port and TLS and serve; configuration comes from FHIR_ADAPTER_* variables."""
     parser = argparse.ArgumentParser(
         prog="python -m adapter.gateway", description="Run the FHIR adapter gateway."
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
-    args = parser.parse_args(argv)
-    return serve(args.host, args.port)
+    add_server_options(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """One structured audit line per request, and JSON logging for the whole process.
 
-Hospitals must be able to answer "who pushed what, when" without the log itself becoming a
-store of patient data. So the audit line has the method, the *route template* (never the
-raw path, which for ``/patients/{identifier}/...`` contains a patient identifier), the
-status, the authenticated principal, the submission id and the duration, and nothing from
-bodies, query strings or headers other than a caller-supplied request id of a safe shape.
+Hospitals must be able to answer "who pushed what, when, from where" without the log itself
+becoming a store of patient data. So the audit line has the method, the *route template*
+(never the raw path, which for ``/patients/{identifier}/...`` contains a patient identifier),
+the status, the client address, the credential (``principal``) and the client it acts as, the
+submission id and the duration, and nothing from bodies, query strings or headers other than a
+caller-supplied request id of a safe shape. A request whose client went away before it was
+read is logged with status 499 (no response was sent), not as an error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapter.gateway.http_guards import client_address
+from adapter.gateway.outcomes import DISCONNECTED_KEY
+
 __all__ = [
     "AUDIT_LOGGER",
     "AuditMiddleware",
@@ -34,6 +39,8 @@ AUDIT_LOGGER = "adapter.gateway.audit"
 SCOPE_KEY = "fhir_gateway.audit"
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for "the client closed the connection before the answer"."""
 
 audit_log = logging.getLogger(AUDIT_LOGGER)
 
@@ -44,6 +51,9 @@ class AuditRecord:
 
     request_id: str
     principal: str | None = None
+    """The credential: ``api-key:<12 hex>`` or ``jwt:<sub>``."""
+    client: str | None = None
+    """The client id the credential acts as."""
     submission: str | None = None
 
 
@@ -93,6 +103,8 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, audited_send)
         finally:
+            if scope.get(DISCONNECTED_KEY) and status == 500:
+                status = CLIENT_CLOSED_REQUEST
             route = scope.get("route")
             template = getattr(route, "path", None)
             line: dict[str, Any] = {
@@ -103,7 +115,9 @@ class AuditMiddleware:
                 "method": scope.get("method"),
                 "path": template if isinstance(template, str) else "(no route)",
                 "status": status,
+                "address": client_address(scope),
                 "principal": record.principal,
+                "client": record.client,
                 "submission": record.submission,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             }

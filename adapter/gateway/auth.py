@@ -1,10 +1,15 @@
-"""Who is calling, and may they: API keys (stored hashed) and verified JWTs.
+"""Who is calling, and may they: API keys (stored hashed) and verified JWTs, each bound to a client.
 
 Two credential kinds cover the deployments we meet: an integration engine configured with a
 static key, and a hospital identity provider issuing SMART-style system tokens. Keys are
-kept only as SHA-256 digests (the environment may hold digests too, so plain keys need not
+kept only as SHA-256 digests (the configuration may hold digests too, so plain keys need not
 sit in a deployment manifest) and compared in constant time. JWTs are verified for
-signature, issuer, audience and expiry, and their scopes decide read versus write.
+signature, issuer, audience and expiry.
+
+Every credential acts as one client (``docs/authorization.md``): an API key as the client
+whose key it is, a JWT as the client its subject is bound to, with the token's SMART scopes
+intersected with the client's. The result is a :class:`Principal` carrying the gateway's own
+scopes (``read``, ``write``, ``convert``, ``admin``), which is all the routes look at.
 
 Failures are 401 with a ``WWW-Authenticate`` challenge (RFC 6750) and 403 for a valid
 caller without the scope; both are OperationOutcomes like every other error.
@@ -24,6 +29,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from adapter.gateway.client_registry import ClientRegistry, load_registry
 from adapter.gateway.clients import Client
 from adapter.gateway.config import PREFIX, ConfigError, Settings
 from adapter.gateway.outcomes import GatewayError, Issue
@@ -38,13 +44,11 @@ __all__ = [
     "scopes_grant",
 ]
 
-Access = Literal["read", "write"]
+Access = Literal["read", "write", "convert", "admin"]
+SmartAccess = Literal["read", "write"]
 READ_SCOPE = "system/*.read"
 WRITE_SCOPE = "system/*.write"
 REALM = "fhir-oncology-adapter"
-DEFAULT_CLIENT_ID = "default"
-_HASH_PREFIX = "sha256:"
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SCOPE = re.compile(r"^system/\*\.(?P<permission>[A-Za-z*]+)$")
 _V2_ORDER = "cruds"
 _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -52,17 +56,22 @@ _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: ``name`` goes into Provenance and audit logs."""
+    """An authenticated caller.
+
+    ``name`` identifies the credential (``api-key:<12 hex>``, ``jwt:<sub>``) in Provenance
+    and audit lines; ``scopes`` are the gateway scopes it may use, already intersected with
+    its client's.
+    """
 
     name: str
     scopes: frozenset[str]
     client: Client | None = None
     """The sending system the credential is bound to (``docs/authorization.md``); ``None``
-    for a verified JWT whose subject no client claims, which may not write."""
+    for a verified JWT whose subject no client claims, which may only convert."""
 
     def can(self, access: Access) -> bool:
-        """Whether the caller's scopes allow ``access``."""
-        return scopes_grant(self.scopes, access)
+        """Whether the caller was granted the gateway scope ``access``."""
+        return access in self.scopes
 
 
 def hash_api_key(key: str) -> str:
@@ -70,23 +79,7 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _key_digests(entries: Iterable[str]) -> tuple[bytes, ...]:
-    """Digests of the configured keys; plain entries are hashed here and then dropped."""
-    digests = []
-    for entry in entries:
-        if entry.startswith(_HASH_PREFIX):
-            hex_digest = entry[len(_HASH_PREFIX) :]
-            if not _HEX64.match(hex_digest):
-                raise ConfigError(
-                    f"{PREFIX}API_KEYS: a sha256: entry needs the 64 hex digits of the SHA-256"
-                )
-            digests.append(bytes.fromhex(hex_digest))
-        else:
-            digests.append(hashlib.sha256(entry.encode("utf-8")).digest())
-    return tuple(digests)
-
-
-def scopes_grant(scopes: Iterable[str], access: Access) -> bool:
+def scopes_grant(scopes: Iterable[str], access: SmartAccess) -> bool:
     """SMART system scopes on all types: v1 ``system/*.read|write|*`` or v2 ``system/*.cruds``.
 
     Type-specific or query-restricted scopes do not count: the gateway's endpoints write
@@ -105,6 +98,29 @@ def scopes_grant(scopes: Iterable[str], access: Access) -> bool:
             if needed <= set(permission):
                 return True
     return False
+
+
+def granted_scopes(smart_scopes: Iterable[str], client: Client | None) -> frozenset[str]:
+    """Gateway scopes of a JWT: its SMART scopes intersected with its client's.
+
+    ``system/*.read`` grants ``read``, ``system/*.write`` grants ``write``, either grants
+    ``convert``; ``admin`` comes from the client entry alone, and only to a token that may
+    read (admin is a power to see). A token bound to no client may only convert.
+    """
+    smart = list(smart_scopes)
+    granted: set[str] = set()
+    if scopes_grant(smart, "read"):
+        granted.add("read")
+    if scopes_grant(smart, "write"):
+        granted.add("write")
+    if granted:
+        granted.add("convert")
+    if client is None:
+        return frozenset(granted & {"convert"})
+    effective = set(client.scopes) & granted
+    if "admin" in client.scopes and "read" in granted:
+        effective.add("admin")
+    return frozenset(effective)
 
 
 def _scopes_of(claims: dict[str, Any]) -> frozenset[str]:
@@ -190,28 +206,37 @@ def unauthorized(diagnostics: str, error: str | None = "invalid_token") -> Gatew
     )
 
 
-def forbidden(access: Access) -> GatewayError:
+_SMART_HINT = {
+    "read": READ_SCOPE,
+    "write": WRITE_SCOPE,
+    "convert": f"{READ_SCOPE} or {WRITE_SCOPE}",
+}
+
+
+def forbidden(access: Access | None, diagnostics: str | None = None) -> GatewayError:
     """403 naming the scope the caller lacks, so the fix is obvious to whoever reads it."""
-    scope = WRITE_SCOPE if access == "write" else READ_SCOPE
+    if diagnostics is None and access is None:
+        diagnostics = "this credential is bound to no client (docs/authorization.md)"
+    elif diagnostics is None:
+        hint = _SMART_HINT.get(access or "")
+        where = f"for a JWT: {hint}" if hint else "granted by the client entry only"
+        diagnostics = f"this endpoint needs the {access} scope ({where})"
+    smart_scope = {"read": READ_SCOPE, "write": WRITE_SCOPE}.get(access or "", "")
     return GatewayError(
         403,
-        Issue("error", "forbidden", f"this endpoint needs the {scope} scope"),
-        headers={"WWW-Authenticate": _challenge("insufficient_scope", None, scope)},
+        Issue("error", "forbidden", diagnostics),
+        headers={"WWW-Authenticate": _challenge("insufficient_scope", None, smart_scope)},
     )
 
 
 class Authenticator:
-    """Checks bearer tokens against the configured API keys and JWT verification keys."""
+    """Checks bearer tokens against the clients' API keys and the JWT verification keys."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._digests = _key_digests(settings.api_keys)
+    def __init__(self, settings: Settings, registry: ClientRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else load_registry(settings)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway
-        # FHIR_ADAPTER_API_KEYS are the keys of one sender, the default client.
-        self._default_client = Client(
-            DEFAULT_CLIENT_ID, frozenset({"read", "write", "convert"}), settings.namespace
-        )
         keys: list[_JwtKey] = []
         if settings.jwt_public_key:
             keys.append(_public_key(settings.jwt_public_key, settings.jwt_algorithms))
@@ -222,7 +247,7 @@ class Authenticator:
     @property
     def configured(self) -> bool:
         """Whether any credential can succeed (otherwise every request is refused)."""
-        return bool(self._digests or self._jwt_keys)
+        return bool(self.registry.key_digests or self._jwt_keys)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an ``Authorization`` header, or a 401 GatewayError."""
@@ -246,16 +271,15 @@ class Authenticator:
     def _api_key(self, token: str) -> Principal | None:
         """Constant-time comparison against every digest, so timing reveals nothing."""
         presented = hashlib.sha256(token.encode("utf-8")).digest()
-        matched: bytes | None = None
-        for digest in self._digests:
+        matched: tuple[bytes, Client] | None = None
+        for digest, client in self.registry.key_digests:
             if hmac.compare_digest(presented, digest):
-                matched = digest
+                matched = (digest, client)
         if matched is None:
             return None
+        digest, client = matched
         # A short digest prefix identifies the key in logs without revealing it.
-        return Principal(
-            f"api-key:{matched.hex()[:12]}", frozenset({"system/*.*"}), self._default_client
-        )
+        return Principal(f"api-key:{digest.hex()[:12]}", client.scopes, client)
 
     def _verify_jwt(self, token: str) -> Principal:
         try:
@@ -289,10 +313,11 @@ class Authenticator:
         subject = claims.get("sub") or claims.get("client_id") or claims.get("azp")
         if not isinstance(subject, str) or not subject:
             raise unauthorized("token names no subject (sub)")
-        return Principal(f"jwt:{subject}", _scopes_of(claims))
+        client = self.registry.client_for_subject(subject)
+        return Principal(f"jwt:{subject}", granted_scopes(_scopes_of(claims), client), client)
 
     @staticmethod
     def authorize(principal: Principal, access: Access) -> None:
-        """403 unless the principal's scopes grant ``access``."""
+        """403 unless the principal was granted ``access``."""
         if not principal.can(access):
             raise forbidden(access)

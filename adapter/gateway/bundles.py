@@ -25,6 +25,7 @@ __all__ = [
     "add_gateway_provenance",
     "check_ehr_bundle",
     "entry_is_replay_safe",
+    "model_issues",
     "references",
     "trim_response",
 ]
@@ -33,7 +34,6 @@ BUNDLE_TYPES = ("transaction", "batch")
 ENTRY_METHODS = ("POST", "PUT")
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-_MAX_VALIDATION_ISSUES = 100
 
 
 def _type_in_url(url: str) -> str:
@@ -127,14 +127,15 @@ def _expression(loc: Sequence[Any]) -> str:
     return path
 
 
-def _model_issues(bundle: dict[str, Any], version: str) -> list[Issue]:
-    """fhir.resources validation of the whole Bundle, one located issue per problem."""
+def model_issues(bundle: dict[str, Any], version: str) -> list[Issue]:
+    """fhir.resources validation of the whole Bundle, one located issue per problem (the
+    OperationOutcome lists the first ones and counts the rest)."""
     try:
         model_class(version, "Bundle").model_validate(bundle)
     except ValidationError as exc:
         return [
             error("structure", str(err.get("msg", "invalid")), _expression(err.get("loc", ())))
-            for err in exc.errors()[:_MAX_VALIDATION_ISSUES]
+            for err in exc.errors()
         ]
     except (KeyError, TypeError, ValueError) as exc:
         # fhir.resources raises KeyError for resource types it does not know, among others.
@@ -148,11 +149,13 @@ def check_ehr_bundle(
     allowed_types: Iterable[str],
     require_conditional: bool,
     version: str,
+    models: bool = True,
 ) -> list[Issue]:
     """Every reason to refuse an EHR Bundle (empty when it may be forwarded).
 
     Our own rules run first and the model validation only on a Bundle that passes them,
-    because fhir.resources fails opaquely on unknown resource types.
+    because fhir.resources fails opaquely on unknown resource types. ``models=False`` leaves
+    the model validation to the caller (``POST /fhir`` runs the write policy in between).
     """
     if bundle.get("resourceType") != "Bundle":
         return [
@@ -178,9 +181,9 @@ def check_ehr_bundle(
     allowed = frozenset(allowed_types)
     for index, entry in enumerate(entries):
         issues.extend(_check_entry(index, entry, allowed, require_conditional))
-    if issues:
+    if issues or not models:
         return issues
-    return _model_issues(bundle, version)
+    return model_issues(bundle, version)
 
 
 def _now_instant(now: float) -> str:

@@ -103,7 +103,39 @@ class Settings:
     poll_seconds: float = 2.0
     breaker_seconds: float = 5.0
     """After a transient upstream failure, pushes skip the synchronous try for this long."""
-    docs: bool = True
+    docs: bool = False
+    """``/docs`` and ``/openapi.json``: off by default (an attack-surface map nobody needs in
+    production); when on, the docs page loads nothing from a third-party host."""
+
+    clients_file: str | None = None
+    """Path of the JSON file of sending systems (``docs/authorization.md``)."""
+    development: bool = False
+    """Explicit opt-out of the production refusals: starts without credentials, accepts plain
+    keys in the clients file and keys shorter than 128 bits, each with a warning."""
+    credential_rate: float = 50.0
+    """Requests per second per credential (bursts of twice that); 0 turns the limit off."""
+    address_rate: float = 100.0
+    """Requests per second per client address (bursts of twice that); 0 turns it off."""
+    auth_failures_per_minute: float = 10.0
+    """Failed authentications per minute per address (bursts of twice that) before every
+    request from that address gets 429; 0 turns it off."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of reverse proxies whose ``X-Forwarded-For`` names the client address."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (slow-header clients)."""
+    body_timeout: float = 60.0
+    """Seconds a request may take to send its body (slow-body clients): 408."""
+    cpu_workers: int = 2
+    """Threads that parse, validate, convert and check bodies, off the event loop."""
+    cpu_queue: int = 32
+    """Requests that may wait for a CPU worker; beyond that, 503 with Retry-After."""
+    ready_cache_seconds: float = 5.0
+    """How long ``/readyz`` reuses its upstream and queue checks."""
+    min_free_bytes: int = 100 * 1024 * 1024
+    """``/readyz`` is not ready when the SQLite outbox's disk has less free space; 0: off."""
+    retention_days: float = 30.0
+    """Finished submissions (delivered or failed, with a failed one's Bundle) are deleted
+    this many days after they finished; 0 keeps them until ``fhir-adapter purge``."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -120,10 +152,29 @@ class Settings:
             raise ConfigError(f"{PREFIX}WORKER_CONCURRENCY must be at least 1")
         if self.max_attempts < 0:
             raise ConfigError(f"{PREFIX}MAX_ATTEMPTS must be 0 (unlimited) or more")
-        for name in ("retry_base_seconds", "retry_max_seconds", "breaker_seconds"):
+        for name in (
+            "retry_base_seconds",
+            "retry_max_seconds",
+            "breaker_seconds",
+            "credential_rate",
+            "address_rate",
+            "auth_failures_per_minute",
+            "ready_cache_seconds",
+            "min_free_bytes",
+            "retention_days",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must not be negative")
-        for name in ("lease_seconds", "poll_seconds", "sync_timeout", "upstream_timeout"):
+        for name in (
+            "lease_seconds",
+            "poll_seconds",
+            "sync_timeout",
+            "upstream_timeout",
+            "header_timeout",
+            "body_timeout",
+            "cpu_workers",
+            "cpu_queue",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         jwt_enabled = bool(self.jwt_public_key or self.jwt_secret)
@@ -146,7 +197,7 @@ class Settings:
     @property
     def auth_configured(self) -> bool:
         """Whether any credential can authenticate; without one every request gets 401."""
-        return bool(self.api_keys or self.jwt_public_key or self.jwt_secret)
+        return bool(self.api_keys or self.clients_file or self.jwt_public_key or self.jwt_secret)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -193,7 +244,22 @@ class Settings:
             lease_seconds=env.number("LEASE_SECONDS", defaults.lease_seconds),
             poll_seconds=env.number("POLL_SECONDS", defaults.poll_seconds),
             breaker_seconds=env.number("BREAKER_SECONDS", defaults.breaker_seconds),
-            docs=env.flag("DOCS", True),
+            docs=env.flag("DOCS", False),
+            clients_file=env.text("CLIENTS"),
+            development=env.flag("DEVELOPMENT", False),
+            credential_rate=env.number("CREDENTIAL_RATE", defaults.credential_rate),
+            address_rate=env.number("ADDRESS_RATE", defaults.address_rate),
+            auth_failures_per_minute=env.number(
+                "AUTH_FAILURES_PER_MINUTE", defaults.auth_failures_per_minute
+            ),
+            trusted_proxies=env.items("TRUSTED_PROXIES"),
+            header_timeout=env.number("HEADER_TIMEOUT", defaults.header_timeout),
+            body_timeout=env.number("BODY_TIMEOUT", defaults.body_timeout),
+            cpu_workers=env.integer("CPU_WORKERS", defaults.cpu_workers),
+            cpu_queue=env.integer("CPU_QUEUE", defaults.cpu_queue),
+            ready_cache_seconds=env.number("READY_CACHE_SECONDS", defaults.ready_cache_seconds),
+            min_free_bytes=env.integer("MIN_FREE_BYTES", defaults.min_free_bytes),
+            retention_days=env.number("RETENTION_DAYS", defaults.retention_days),
         )
 
 

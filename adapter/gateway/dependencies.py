@@ -2,29 +2,39 @@
 
 Authentication runs as a dependency, so it is resolved before the handler touches the body:
 an unauthenticated caller learns nothing about what the gateway would have thought of its
-data. The body is read by :func:`read_body` inside handlers, after authentication, with the
-size limit enforced both on ``Content-Length`` and on the bytes actually received (a
-chunked upload has no Content-Length, and a lying one must not get past the limit).
+data. Each endpoint names the gateway scope it needs (``docs/authorization.md``); the
+per-credential and failed-authentication rate limits are applied here too. The body is read
+by :func:`read_body` inside handlers, after authentication, with the size limit enforced both
+on ``Content-Length`` and on the bytes actually received (a chunked upload has no
+Content-Length, and a lying one must not get past the limit), and a deadline on its arrival.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
 
 from adapter.gateway.audit import audit_record
 from adapter.gateway.auth import Access, Principal, forbidden
-from adapter.gateway.outcomes import GatewayError, error
+from adapter.gateway.http_guards import client_address
+from adapter.gateway.outcomes import ClientGone, GatewayError, error
+from adapter.gateway.rate_limit import too_many_requests
 from adapter.gateway.runtime import Gateway
 
 __all__ = [
     "ACCEPTED_MEDIA_TYPES",
     "AnyPrincipal",
+    "ClientPrincipal",
+    "ConvertPrincipal",
     "GatewayDep",
+    "OptionalPrincipal",
     "ReadPrincipal",
     "WritePrincipal",
     "get_gateway",
+    "optional_principal",
     "read_body",
 ]
 
@@ -43,29 +53,65 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
 def _authenticate(request: Request, gateway: Gateway) -> Principal:
-    principal = gateway.authenticator.authenticate(request.headers.get("authorization"))
+    """The caller, after the limits: a blocked address is refused before its credential is
+    even looked at, so a guesser learns nothing more once it is blocked."""
+    limits = gateway.limits
+    address = client_address(request.scope)
+    wait = limits.auth_failures.wait(address)
+    if wait:
+        raise too_many_requests(wait, "after failed authentications from this address")
+    header = request.headers.get("authorization")
+    try:
+        principal = gateway.authenticator.authenticate(header)
+    except GatewayError as exc:
+        if exc.status_code == 401 and header:
+            limits.auth_failures.spend(address)
+        raise
     record = audit_record(request.scope)
     if record is not None:
         record.principal = principal.name
+        record.client = principal.client.id if principal.client else None
+    wait = limits.credential.take(principal.name)
+    if wait:
+        raise too_many_requests(wait, "for this credential")
     return principal
 
 
-def _requiring(access: Access | None) -> Any:
+def _requiring(access: Access | None, *, bound: bool) -> Any:
     def dependency(request: Request, gateway: GatewayDep) -> Principal:
         principal = _authenticate(request, gateway)
         if access is not None:
             gateway.authenticator.authorize(principal, access)
-        elif not (principal.can("read") or principal.can("write")):
-            raise forbidden("read")
+        if bound and principal.client is None:
+            raise forbidden(None)
         return principal
 
-    dependency.__doc__ = f"Authenticated caller with {access or 'read or write'} access."
+    what = f"the {access} scope" if access else "any scope"
+    dependency.__doc__ = f"Authenticated caller with {what}" + (
+        ", bound to a client." if bound else "."
+    )
     return Depends(dependency)
 
 
-WritePrincipal = Annotated[Principal, _requiring("write")]
-ReadPrincipal = Annotated[Principal, _requiring("read")]
-AnyPrincipal = Annotated[Principal, _requiring(None)]
+WritePrincipal = Annotated[Principal, _requiring("write", bound=True)]
+ReadPrincipal = Annotated[Principal, _requiring("read", bound=True)]
+ConvertPrincipal = Annotated[Principal, _requiring("convert", bound=False)]
+ClientPrincipal = Annotated[Principal, _requiring(None, bound=True)]
+AnyPrincipal = Annotated[Principal, _requiring(None, bound=False)]
+
+
+def optional_principal(request: Request, gateway: GatewayDep) -> Principal | None:
+    """The caller if it sent valid credentials, else ``None`` (for public endpoints that
+    show more to some callers); failed attempts still count against the address."""
+    if not request.headers.get("authorization"):
+        return None
+    try:
+        return _authenticate(request, gateway)
+    except GatewayError:
+        return None
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
 def _media_type(request: Request) -> None:
@@ -99,9 +145,17 @@ def _too_large(limit: int) -> GatewayError:
     return GatewayError(413, error("too-long", f"the body exceeds the limit of {limit} bytes", "$"))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, after the media-type (415) and size (413) checks."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, after the media-type (415) and size (413) checks.
+
+    A body that takes longer than ``timeout`` seconds to arrive gets 408 (a slow-body client
+    must not hold a connection and a worker forever); a client that disconnects mid-body
+    ends the request without an answer and without an error in the log.
+    """
     _media_type(request)
+    if timeout is None:
+        gateway = getattr(request.app.state, "gateway", None)
+        timeout = gateway.settings.body_timeout if isinstance(gateway, Gateway) else None
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -112,9 +166,19 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise GatewayError(
+            408,
+            error("timeout", f"the request body did not arrive within {timeout:g} s"),
+            headers={"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        raise ClientGone() from None
     return b"".join(chunks)

@@ -10,11 +10,13 @@ document drives the schemathesis test that checks no input yields a server error
 from __future__ import annotations
 
 import copy
+import html
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
@@ -24,7 +26,9 @@ __all__ = [
     "ERROR_STATUSES",
     "bundle_body",
     "case_record_body",
+    "docs_page",
     "error_responses",
+    "install_docs_page",
     "install_openapi",
     "json_response",
 ]
@@ -136,15 +140,21 @@ BUNDLE_SCHEMA: dict[str, Any] = {
 ERROR_STATUSES: dict[int, str] = {
     400: "Malformed JSON or an invalid query/path parameter",
     401: "No, unknown or expired bearer token (with a WWW-Authenticate challenge)",
-    403: "The token lacks the scope this endpoint needs",
+    403: "The credential lacks the scope this endpoint needs, or the Bundle writes outside "
+    "the caller's space (docs/authorization.md); one issue per refused element",
     404: "No such resource",
+    408: "The request body did not arrive within FHIR_ADAPTER_BODY_TIMEOUT",
     413: "Body larger than FHIR_ADAPTER_MAX_BODY_BYTES",
     415: "Content-Type is not application/fhir+json or application/json",
-    422: "The body breaks a schema or validation rule; one issue per problem",
+    422: "The body breaks a schema or validation rule; one issue per problem (the first 100, "
+    "then a count of the rest)",
+    429: "Rate limit exceeded (per credential, per address, or after failed "
+    "authentications); see Retry-After",
     500: "Internal error (never caused by input); see the incident id in the log",
     501: "Not available in this build",
     502: "The upstream server refused the submission for a reason the caller cannot fix",
-    503: "The upstream server or the queue is unavailable, or no upstream is configured",
+    503: "The upstream server or the queue is unavailable, the gateway is busy, or no "
+    "upstream is configured; see Retry-After",
 }
 
 
@@ -250,3 +260,47 @@ def install_openapi(app: FastAPI) -> None:
 
     setattr_openapi: Callable[[], dict[str, Any]] = openapi
     app.openapi = setattr_openapi  # type: ignore[method-assign]
+
+
+DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+"""The docs page is static HTML: no script, no third-party host, nothing loaded at all."""
+
+
+def docs_page(document: dict[str, Any]) -> str:
+    """The API reference as one static HTML page, rendered from the OpenAPI document."""
+    rows = []
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            statuses = ", ".join(str(code) for code in operation.get("responses", {}))
+            rows.append(
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}<p>{}</p></td>"
+                "<td>{}</td></tr>".format(
+                    html.escape(method.upper()),
+                    html.escape(path),
+                    html.escape(str(operation.get("summary", ""))),
+                    html.escape(str(operation.get("description", ""))).replace("\n", "<br>"),
+                    html.escape(statuses),
+                )
+            )
+    info = document.get("info", {})
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(str(info.get('title', 'API')))}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{vertical-align:top;padding:.3em;"
+        "border-bottom:1px solid #ccc}p{margin:.3em 0 0;color:#444}</style></head><body>"
+        f"<h1>{html.escape(str(info.get('title', '')))} {html.escape(str(info.get('version')))}"
+        f"</h1><p>{html.escape(str(info.get('description', ''))).replace(chr(10), '<br>')}</p>"
+        '<p>Machine-readable: <a href="openapi.json">openapi.json</a></p>'
+        "<table><tr><th>Method</th><th>Path</th><th>What it does</th><th>Statuses</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+
+
+def install_docs_page(app: FastAPI) -> None:
+    """``GET /docs``: :func:`docs_page` with a Content-Security-Policy that loads nothing."""
+
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()), headers={"Content-Security-Policy": DOCS_CSP})
+
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)

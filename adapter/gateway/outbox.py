@@ -16,6 +16,9 @@ share all SQL except the schema and the claim query.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -38,6 +41,9 @@ __all__ = [
 ]
 
 TABLE = "gateway_submissions"
+PROBE_TABLE = "gateway_write_probe"
+FILE_MODE = 0o600
+"""The SQLite outbox holds patient data (queued and failed Bundles): owner only."""
 
 
 class State(StrEnum):
@@ -63,6 +69,8 @@ class NewSubmission:
     replay_safe: bool
     """Whether sending it twice changes nothing on the server (conditional creates, PUTs)."""
     warnings: tuple[str, ...] = ()
+    client: str | None = None
+    """Id of the client that pushed it: only that client (or an admin) may read it back."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ class Submission:
     response: bytes | None
     error: str | None
     warnings: tuple[str, ...]
+    client: str | None = None
 
 
 _COLUMNS = (
@@ -117,6 +126,7 @@ _COLUMNS = (
     "response",
     "error",
     "warnings",
+    "client",
 )
 _SELECT = ", ".join(_COLUMNS)
 
@@ -143,6 +153,7 @@ def _row(row: Sequence[Any]) -> Submission:
         response=None if values["response"] is None else bytes(values["response"]),
         error=values["error"],
         warnings=tuple(orjson.loads(warnings)) if warnings else (),
+        client=values["client"],
     )
 
 
@@ -189,8 +200,14 @@ class Outbox(Protocol):
     def counts(self) -> dict[str, int]:
         """Number of rows per state."""
 
+    def purge(self, *, finished_before: float, states: Sequence[State]) -> int:
+        """Delete finished rows (delivered, failed) last updated before ``finished_before``."""
+
     def ping(self) -> None:
         """Raise if the store is unreachable."""
+
+    def probe_write(self) -> None:
+        """Raise if the store cannot be written (read-only file, full disk, no rights)."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -217,8 +234,8 @@ class _SqlOutbox:
         rows = self._run(
             f"INSERT INTO {TABLE} (id, kind, bundle_type, principal, state, payload, "
             "replay_safe, attempts, created_at, updated_at, next_attempt_at, lease_token, "
-            "lease_owner, lease_until, warnings) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SELECT}",
+            "lease_owner, lease_until, warnings, client) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SELECT}",
             (
                 new.id,
                 new.kind,
@@ -235,6 +252,7 @@ class _SqlOutbox:
                 lease.owner if lease else None,
                 lease.until if lease else None,
                 orjson.dumps(list(new.warnings)).decode() if new.warnings else None,
+                new.client,
             ),
         )
         return _row(rows[0])
@@ -308,8 +326,29 @@ class _SqlOutbox:
         counts.update({str(state): int(count) for state, count in rows})
         return counts
 
+    def purge(self, *, finished_before: float, states: Sequence[State]) -> int:
+        finished = [state.value for state in states if state in _FINISHED]
+        if not finished:
+            return 0
+        marks = ", ".join("?" for _ in finished)
+        rows = self._run(
+            f"DELETE FROM {TABLE} WHERE state IN ({marks}) AND updated_at < ? RETURNING id",
+            (*finished, finished_before),
+        )
+        return len(rows)
+
     def ping(self) -> None:
         self._run("SELECT 1")
+
+    def probe_write(self) -> None:
+        # One small row rewritten in place: needs the file, its journal and the lock writable.
+        self._run(
+            f"INSERT INTO {PROBE_TABLE} (id, at) VALUES (1, 0) "
+            "ON CONFLICT (id) DO UPDATE SET at = excluded.at + 1"
+        )
+
+
+_FINISHED = frozenset({State.DELIVERED, State.FAILED})
 
 
 # Claim parameters: token, owner, until, now (updated_at), now (due), limit.
@@ -334,7 +373,7 @@ class SqliteOutbox(_SqlOutbox):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(self.path))
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -354,10 +393,25 @@ class SqliteOutbox(_SqlOutbox):
         self._conn.execute(
             f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_attempt_at)"
         )
+        columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({TABLE})")}
+        if "client" not in columns:  # outboxes created before clients existed
+            self._conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN client TEXT")
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, at INTEGER)"
+        )
+        if self.path != ":memory:":
+            for suffix in ("-wal", "-shm"):
+                _tighten(Path(self.path + suffix))
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def free_bytes(self) -> int | None:
+        """Free space on the file system of the database (``None`` in memory)."""
+        if self.path == ":memory:":
+            return None
+        return shutil.disk_usage(Path(self.path).resolve().parent).free
 
     def close(self) -> None:
         with self._lock:
@@ -410,6 +464,11 @@ class PostgresOutbox(_SqlOutbox):
             self._execute(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_attempt_at)", ()
             )
+            self._execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS client TEXT", ())
+            self._execute(
+                f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, at BIGINT)",
+                (),
+            )
 
     def _connect(self) -> Any:
         return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
@@ -433,6 +492,22 @@ class PostgresOutbox(_SqlOutbox):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _tighten(path: Path) -> None:
+    """Owner-only permissions on an existing file (an older outbox may be 0644)."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_mode & 0o077:
+            path.chmod(FILE_MODE)
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite then gives its -wal and
+    -shm files the same permissions), in a directory made 0700 if it has to be created."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE)
+    os.close(descriptor)
+    _tighten(path)
 
 
 def open_outbox(location: str) -> Outbox:

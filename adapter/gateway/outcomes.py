@@ -21,14 +21,18 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapter.record.errors import RecordError
 
 __all__ = [
+    "DISCONNECTED_KEY",
     "FHIR_JSON",
+    "MAX_ISSUES",
     "CatchAllMiddleware",
+    "ClientGone",
     "GatewayError",
     "Issue",
     "fhir_response",
@@ -64,6 +68,7 @@ _STATUS_CODES: Mapping[int, str] = {
     404: "not-found",
     405: "not-supported",
     406: "not-supported",
+    408: "timeout",
     409: "conflict",
     413: "too-long",
     415: "not-supported",
@@ -106,9 +111,34 @@ def error(code: str, diagnostics: str, *expression: str) -> Issue:
     return Issue("error", code, diagnostics, tuple(expression))
 
 
-def operation_outcome(issues: Iterable[Issue | Mapping[str, Any]]) -> dict[str, Any]:
-    """An OperationOutcome from our issues and/or issues copied from an upstream outcome."""
-    rendered = [i.to_json() if isinstance(i, Issue) else dict(i) for i in issues]
+MAX_ISSUES = 100
+"""Issues listed in one OperationOutcome; the rest are counted in a last issue. A body with
+40,000 problems must not become a 10 MB answer: the first hundred say what is wrong."""
+
+
+def operation_outcome(
+    issues: Iterable[Issue | Mapping[str, Any]], limit: int = MAX_ISSUES
+) -> dict[str, Any]:
+    """An OperationOutcome from our issues and/or issues copied from an upstream outcome.
+
+    At most ``limit`` issues are rendered; when there were more, a final ``information``
+    issue says how many were left out.
+    """
+    rendered: list[dict[str, Any]] = []
+    left_out = 0
+    for issue in issues:
+        if len(rendered) < limit:
+            rendered.append(issue.to_json() if isinstance(issue, Issue) else dict(issue))
+        else:
+            left_out += 1
+    if left_out:
+        rendered.append(
+            {
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": f"{left_out} more problem{'s' if left_out > 1 else ''} not shown",
+            }
+        )
     if not rendered:  # OperationOutcome.issue is 1..*
         rendered = [{"severity": "information", "code": "informational", "diagnostics": "ok"}]
     return {"resourceType": "OperationOutcome", "issue": rendered}
@@ -121,10 +151,10 @@ def fhir_response(
     headers: Mapping[str, str] | None = None,
     media_type: str = FHIR_JSON,
 ) -> Response:
-    """A JSON response serialized with orjson (the gateway's hot path avoids pydantic)."""
-    return Response(
-        _json_dumps(body), status_code, headers=dict(headers or {}), media_type=media_type
-    )
+    """A JSON response serialized with orjson (the gateway's hot path avoids pydantic);
+    ``bytes`` are taken as already serialized (large bodies are dumped off the event loop)."""
+    content = body if isinstance(body, bytes) else _json_dumps(body)
+    return Response(content, status_code, headers=dict(headers or {}), media_type=media_type)
 
 
 def outcome_response(
@@ -134,6 +164,14 @@ def outcome_response(
 ) -> Response:
     """An error response: OperationOutcome body, ``application/fhir+json``."""
     return fhir_response(status_code, operation_outcome(issues), headers=headers)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: there is no one to answer."""
+
+
+DISCONNECTED_KEY = "fhir_gateway.disconnected"
+"""ASGI scope key set when a request ended because its client went away (audit: 499)."""
 
 
 class GatewayError(Exception):
@@ -253,6 +291,10 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except (ClientGone, ClientDisconnect):
+            # Not an error of the gateway's: note it for the audit line and answer nobody.
+            scope[DISCONNECTED_KEY] = True
+            return
         except Exception:
             incident = uuid.uuid4().hex
             log.exception("unhandled error, incident %s", incident)

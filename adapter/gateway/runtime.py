@@ -8,11 +8,14 @@ database path fails startup rather than the first request) and reached by handle
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -22,7 +25,8 @@ from adapter.fhir import AsyncFhirClient, BearerTokenAuth, FhirClient, RetryPoli
 from adapter.gateway.auth import Authenticator
 from adapter.gateway.bundles import add_gateway_provenance
 from adapter.gateway.config import PREFIX, ConfigError, Settings
-from adapter.gateway.outbox import NewSubmission, Outbox, Submission, open_outbox
+from adapter.gateway.offload import CpuPool
+from adapter.gateway.outbox import NewSubmission, Outbox, State, Submission, open_outbox
 from adapter.gateway.outcomes import (
     GatewayError,
     Issue,
@@ -30,6 +34,8 @@ from adapter.gateway.outcomes import (
     fhir_response,
     outcome_response,
 )
+from adapter.gateway.rate_limit import RateLimits
+from adapter.gateway.readiness import Readiness
 from adapter.gateway.views import submission_location, submission_view
 from adapter.gateway.worker import Breaker, DeliveryWorker
 from adapter.mapping import ConversionOptions
@@ -37,6 +43,7 @@ from adapter.mapping import ConversionOptions
 __all__ = ["Gateway", "upstream_auth"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Upstream statuses that mean "the data is wrong": passed on to the EHR as they are.
 # Anything else the upstream refuses (401, 403, 404, ...) is the gateway's configuration
@@ -71,6 +78,42 @@ def _timeout(settings: Settings) -> httpx.Timeout:
     return httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
 
 
+STORAGE_RETRY_AFTER = "30"
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+class StorageHealth:
+    """The outcome of the last write to the outbox, for ``/readyz``.
+
+    A full disk or a broken database shows first on writes (reads keep working), so the
+    submit path reports its failures here; the next successful write clears them.
+    """
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """A write failed: not ready until one succeeds."""
+        self.failure = type(exc).__name__
+
+    def succeeded(self) -> None:
+        """A write went through."""
+        self.failure = None
+
+
+def storage_unavailable() -> GatewayError:
+    """503 for a push the outbox could not store: nothing was accepted, send it again."""
+    return GatewayError(
+        503,
+        error(
+            "transient",
+            "the gateway cannot store submissions right now (queue database unavailable or "
+            "full); nothing was accepted: send it again later",
+        ),
+        headers={"Retry-After": STORAGE_RETRY_AFTER},
+    )
+
+
 class Gateway:
     """The state behind the routes; one per app instance."""
 
@@ -80,11 +123,17 @@ class Gateway:
         authenticator: Authenticator,
         outbox: Outbox,
         client: AsyncFhirClient | None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.outbox = outbox
         self.client = client
+        self.limits = limits if limits is not None else RateLimits(settings)
+        self.cpu = CpuPool(settings.cpu_workers, settings.cpu_queue)
+        self.storage = StorageHealth()
+        self.readiness = Readiness(settings, outbox, client, self.storage, authenticator)
+        self._retention: asyncio.Task[None] | None = None
         self.breaker = Breaker(settings.breaker_seconds)
         self.worker = (
             DeliveryWorker(settings, outbox, client, self.breaker) if client is not None else None
@@ -96,7 +145,9 @@ class Gateway:
         self._sync_client: FhirClient | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, authenticator: Authenticator) -> Gateway:
+    async def start(
+        cls, settings: Settings, authenticator: Authenticator, limits: RateLimits | None = None
+    ) -> Gateway:
         """Open the outbox, connect the upstream client and start the worker."""
         outbox = await asyncio.to_thread(open_outbox, settings.db)
         client = None
@@ -113,13 +164,22 @@ class Gateway:
             log.warning("%sUPSTREAM_URL is not set: pushes will be refused with 503", PREFIX)
         if not authenticator.configured:
             log.warning("no API keys or JWT keys configured: every request will get 401")
-        gateway = cls(settings, authenticator, outbox, client)
+        gateway = cls(settings, authenticator, outbox, client, limits)
         if gateway.worker is not None:
             await gateway.worker.start()
+        if settings.retention_days > 0:
+            gateway._retention = asyncio.create_task(
+                gateway._retain(), name="fhir-gateway-retention"
+            )
         return gateway
 
     async def stop(self) -> None:
         """Stop the worker first (it hands unfinished rows back), then close connections."""
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+        self.cpu.shutdown()
         if self.worker is not None:
             await self.worker.stop()
         if self.client is not None:
@@ -127,6 +187,43 @@ class Gateway:
         if self._sync_client is not None:
             self._sync_client.close()
         await asyncio.to_thread(self.outbox.close)
+
+    async def _retain(self) -> None:
+        """Delete finished submissions older than the retention period, hourly."""
+        while True:
+            before = time.time() - self.settings.retention_days * 86400
+            try:
+                deleted = await asyncio.to_thread(
+                    functools.partial(
+                        self.outbox.purge,
+                        finished_before=before,
+                        states=(State.DELIVERED, State.FAILED),
+                    )
+                )
+                if deleted:
+                    log.info("retention: deleted %d finished submissions", deleted)
+            except Exception as exc:  # the store may be down for a while; try next time
+                log.warning("retention: purge failed (%s)", type(exc).__name__)
+            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+    async def store(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking outbox write off the loop; a failure is a 503, not a 500."""
+        try:
+            result = await asyncio.to_thread(function, *args, **kwargs)
+        except Exception as exc:
+            self.storage.failed(exc)
+            log.warning("outbox write failed: %s", type(exc).__name__)
+            raise storage_unavailable() from None
+        self.storage.succeeded()
+        return result
+
+    async def read_store(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking outbox read off the loop; a failure is a 503, not a 500."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except Exception as exc:
+            log.warning("outbox read failed: %s", type(exc).__name__)
+            raise storage_unavailable() from None
 
     def sync_client(self) -> FhirClient:
         """A blocking client for code written against :class:`FhirClient` (reverse mapping)."""
@@ -148,6 +245,7 @@ class Gateway:
         principal: str,
         replay_safe: bool,
         warnings: tuple[str, ...] = (),
+        client: str | None = None,
     ) -> tuple[str, Response]:
         """Persist, try once, and answer 201 (delivered), 202 (queued) or the rejection.
 
@@ -159,28 +257,33 @@ class Gateway:
         submission_id = str(uuid.uuid4())
         now = time.time()
         bundle_type = str(bundle.get("type") or "transaction")
-        if bundle_type == "transaction":
-            add_gateway_provenance(
-                bundle,
-                submission_id=submission_id,
-                principal=principal,
-                instance_id=self.settings.instance_id,
-                recorded=now,
-                namespace=self.settings.namespace,
-            )
+
+        def prepare() -> bytes:  # linear in the Bundle's size: off the event loop
+            if bundle_type == "transaction":
+                add_gateway_provenance(
+                    bundle,
+                    submission_id=submission_id,
+                    principal=principal,
+                    instance_id=self.settings.instance_id,
+                    recorded=now,
+                    namespace=self.settings.namespace,
+                )
+            return orjson.dumps(bundle)
+
         new = NewSubmission(
             id=submission_id,
             kind=kind,
             bundle_type=bundle_type,
             principal=principal,
-            payload=orjson.dumps(bundle),
+            payload=await self.cpu.run(prepare),
             replay_safe=replay_safe,
             warnings=warnings,
+            client=client,
         )
         try_now = not self.breaker.is_open(now)
         lease = self.worker.lease(now) if try_now else None
         due = None if try_now else self.breaker.closes_at
-        row: Submission | None = await asyncio.to_thread(
+        row: Submission | None = await self.store(
             self.outbox.add, new, now=now, lease=lease, due=due
         )
         if lease is None:
@@ -190,7 +293,7 @@ class Gateway:
                 submission_id, lease.token, bundle_type, bundle, replay_safe
             )
             if row is None:  # lease lost (only if the attempt outlived it): read it back
-                row = await asyncio.to_thread(self.outbox.get, submission_id)
+                row = await self.read_store(self.outbox.get, submission_id)
         if row is None:  # pragma: no cover - rows are never deleted
             raise GatewayError(500, error("exception", "submission vanished from the outbox"))
         view = submission_view(row)

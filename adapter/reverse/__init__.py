@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 from adapter.fhir.errors import FhirError
+from adapter.fhir.search import identifier_token
 from adapter.mapping.context import ConversionOptions, MappingContext
 from adapter.mapping.provenance import provenance_id
 from adapter.reverse.record import NOT_CARRIED, resources_to_record
@@ -33,9 +34,9 @@ def pull_case_record(client: Any, identifier: str, namespace: str) -> dict[str, 
     Provenance are read from the references when the server leaves them out.
     """
     identifier_system, patient_system = _systems(namespace)
-    patients = list(
-        client.search("Patient", {"identifier": f"{patient_system}|{identifier}"}, no_cache=True)
-    )
+    # Escaped: an identifier with a comma would otherwise OR in a match on any system.
+    token = identifier_token(patient_system, identifier)
+    patients = list(client.search("Patient", {"identifier": token}, no_cache=True))
     if not patients:
         raise LookupError(f"no Patient with identifier {patient_system}|{identifier}")
     patient_id = patients[0]["id"]

@@ -30,7 +30,7 @@ from tests.unit.test_gateway_helpers import API_KEY, UPSTREAM, make_settings
 _DB_DIR = Path(tempfile.mkdtemp(prefix="gateway-schemathesis-"))
 # Loading the schema starts the app (lifespan and worker) for the rest of the session; a
 # slow poll keeps that idle worker cheap (new pushes wake it at once anyway).
-APP = create_app(make_settings(_DB_DIR, sync_timeout=5.0, poll_seconds=5.0))
+APP = create_app(make_settings(_DB_DIR, sync_timeout=5.0, poll_seconds=5.0, docs=True))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

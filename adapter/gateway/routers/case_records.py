@@ -1,26 +1,40 @@
 """``POST /case-records`` (validate, convert, push) and ``POST /case-records/$convert``.
 
 Both go through :func:`adapter.pipeline.convert_bytes`, the path the CLI uses, so a record
-rejected here is rejected identically by ``fhir-adapter validate``. Converted bundles are not
-re-validated with fhir.resources per request: that would cost more than the conversion, and
-the mappers' output is validated in the test suite instead.
+rejected here is rejected identically by ``fhir-adapter validate``; it runs on the gateway's
+CPU pool, never on the event loop. A record is converted with the namespace of the caller's
+client, so its identifiers are the caller's own (``docs/authorization.md``). Converted bundles
+are not re-validated with fhir.resources per request: that would cost more than the
+conversion, and the mappers' output is validated in the test suite instead.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from adapter.gateway.audit import audit_record
-from adapter.gateway.dependencies import AnyPrincipal, GatewayDep, WritePrincipal, read_body
+from adapter.gateway.auth import Principal
+from adapter.gateway.dependencies import ConvertPrincipal, GatewayDep, WritePrincipal, read_body
 from adapter.gateway.openapi import case_record_body, error_responses, json_response
 from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
+from adapter.gateway.runtime import Gateway
 from adapter.mapping import ConversionOptions
 from adapter.pipeline import convert_bytes
 
 router = APIRouter(tags=["case records"])
+
+
+def _options(gateway: Gateway, principal: Principal, fhir_version: str) -> ConversionOptions:
+    """The caller's client namespace (the gateway's own for a caller bound to none)."""
+    namespace = principal.client.namespace if principal.client else gateway.settings.namespace
+    return ConversionOptions(
+        fhir_version="R5" if fhir_version == "R5" else "R4", namespace=namespace
+    )
+
 
 _PUSH_RESPONSES = {
     201: json_response(
@@ -55,7 +69,8 @@ async def push_case_record(
     the upstream's OperationOutcome; the submission is then ``failed``.
     """
     body = await read_body(request, gateway.settings.max_body_bytes)
-    outcome = convert_bytes("request", body, gateway.conversion_options)
+    options = _options(gateway, principal, gateway.settings.upstream_fhir_version)
+    outcome = await gateway.cpu.run(convert_bytes, "request", body, options)
     if outcome.bundle is None:
         raise record_errors(outcome.errors, gateway.rule_system)
     submission_id, response = await gateway.submit(
@@ -64,6 +79,7 @@ async def push_case_record(
         principal=principal.name,
         replay_safe=True,  # the mappers emit only conditional creates and PUTs
         warnings=tuple(outcome.warnings),
+        client=principal.client.id if principal.client else None,
     )
     record = audit_record(request.scope)
     if record is not None:
@@ -82,16 +98,16 @@ async def push_case_record(
 )
 async def convert_case_record(
     request: Request,
-    principal: AnyPrincipal,
+    principal: ConvertPrincipal,
     gateway: GatewayDep,
     fhir_version: Literal["R4", "R5"] = Query("R4", description="FHIR release of the Bundle"),
 ) -> Response:
     """The Bundle ``POST /case-records`` would push (without the gateway's Provenance)."""
     body = await read_body(request, gateway.settings.max_body_bytes)
-    options = ConversionOptions(fhir_version=fhir_version, namespace=gateway.settings.namespace)
-    outcome = convert_bytes("request", body, options)
+    options = _options(gateway, principal, fhir_version)
+    outcome = await gateway.cpu.run(convert_bytes, "request", body, options)
     if outcome.bundle is None:
         if not outcome.errors:  # pragma: no cover - convert_bytes always explains
             raise GatewayError(422, error("invalid", "the record could not be converted", "$"))
         raise record_errors(outcome.errors, gateway.rule_system)
-    return fhir_response(200, outcome.bundle)
+    return fhir_response(200, await gateway.cpu.run(orjson.dumps, outcome.bundle))

@@ -1,9 +1,10 @@
 """``POST /fhir`` (an EHR's own transaction or batch Bundle) and ``GET /metadata``.
 
 EHR Bundles are checked before they are accepted (type, entry methods, allowed resource
-types, conditional creates, then structure with fhir.resources) because once the EHR has
-its 201/202 it will not resend; a Bundle that cannot be delivered must be refused now,
-with every problem located.
+types, conditional creates; the write policy of ``docs/authorization.md``; then structure with
+fhir.resources) because once the EHR has its 201/202 it will not resend; a Bundle that cannot
+be delivered, or that the caller may not write, must be refused now, with every problem
+located. All of it runs on the gateway's CPU pool, off the event loop, whatever the size.
 """
 
 from __future__ import annotations
@@ -12,24 +13,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from adapter import __version__
 from adapter.gateway.audit import audit_record
-from adapter.gateway.bundles import check_ehr_bundle, entry_is_replay_safe
+from adapter.gateway.bundles import check_ehr_bundle, entry_is_replay_safe, model_issues
+from adapter.gateway.client_registry import ClientRegistry
+from adapter.gateway.clients import Client
 from adapter.gateway.config import Settings
-from adapter.gateway.dependencies import GatewayDep, ReadPrincipal, WritePrincipal, read_body
+from adapter.gateway.dependencies import AnyPrincipal, GatewayDep, WritePrincipal, read_body
 from adapter.gateway.openapi import bundle_body, error_responses, json_response
 from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
+from adapter.gateway.write_policy import check_write_policy
 from adapter.record.errors import RecordInputError
 from adapter.record.loader import parse_json_object
 
 router = APIRouter(tags=["FHIR"])
 
 _FHIR_VERSIONS = {"R4": "4.0.1", "R5": "5.0.0"}
-# Below this many bytes the model validation is fast enough to run on the event loop.
-_INLINE_VALIDATION_BYTES = 64 * 1024
 
 
 @router.post(
@@ -47,10 +48,46 @@ async def push_bundle(request: Request, principal: WritePrincipal, gateway: Gate
     """Check the Bundle, store it with a gateway Provenance, deliver it (201) or queue it (202)."""
     settings = gateway.settings
     body = await read_body(request, settings.max_body_bytes)
+    assert principal.client is not None  # WritePrincipal is bound to a client
+    bundle = await gateway.cpu.run(
+        checked_bundle,
+        body,
+        settings=settings,
+        client=principal.client,
+        registry=gateway.authenticator.registry,
+        rule_system=gateway.rule_system,
+    )
+    replay_safe = all(entry_is_replay_safe(entry) for entry in bundle["entry"])
+    submission_id, response = await gateway.submit(
+        kind="bundle",
+        bundle=bundle,
+        principal=principal.name,
+        replay_safe=replay_safe,
+        client=principal.client.id,
+    )
+    record = audit_record(request.scope)
+    if record is not None:
+        record.submission = submission_id
+    return response
+
+
+def checked_bundle(
+    body: bytes,
+    *,
+    settings: Settings,
+    client: Client,
+    registry: ClientRegistry,
+    rule_system: str,
+) -> dict[str, Any]:
+    """The Bundle as it will be stored, or the GatewayError refusing it (run off the loop).
+
+    Order (``docs/authorization.md``): parse → structural checks → normalise → write policy
+    → model validation. The gateway's Provenance is added when the Bundle is stored.
+    """
     try:
         bundle = parse_json_object(body)
     except RecordInputError as exc:
-        raise record_errors(exc.errors, gateway.rule_system) from None
+        raise record_errors(exc.errors, rule_system) from None
     entries = bundle.get("entry")
     if isinstance(entries, list) and len(entries) > settings.max_bundle_entries:
         raise GatewayError(
@@ -62,26 +99,26 @@ async def push_bundle(request: Request, principal: WritePrincipal, gateway: Gate
                 "Bundle.entry",
             ),
         )
-
-    def check() -> list[Any]:
-        return check_ehr_bundle(
-            bundle,
-            allowed_types=settings.allowed_resource_types,
-            require_conditional=settings.require_conditional,
-            version=settings.upstream_fhir_version,
-        )
-
-    issues = check() if len(body) <= _INLINE_VALIDATION_BYTES else await run_in_threadpool(check)
+    issues = check_ehr_bundle(
+        bundle,
+        allowed_types=settings.allowed_resource_types,
+        require_conditional=settings.require_conditional,
+        version=settings.upstream_fhir_version,
+        models=False,
+    )
     if issues:
         raise GatewayError(422, issues)
-    replay_safe = all(entry_is_replay_safe(entry) for entry in bundle["entry"])
-    submission_id, response = await gateway.submit(
-        kind="bundle", bundle=bundle, principal=principal.name, replay_safe=replay_safe
+    # Normalisation (rules 1-4: the client's ids and references into its own space) runs
+    # here: adapter/gateway/normalise.py.
+    refusal = check_write_policy(
+        bundle, client=client, registry=registry, upstream_base=settings.upstream_url
     )
-    record = audit_record(request.scope)
-    if record is not None:
-        record.submission = submission_id
-    return response
+    if refusal is not None:
+        raise refusal.error()
+    issues = model_issues(bundle, settings.upstream_fhir_version)
+    if issues:
+        raise GatewayError(422, issues)
+    return bundle
 
 
 def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
@@ -164,6 +201,6 @@ _STARTED = datetime.now(UTC).date().isoformat()
         **error_responses((401, 403, 500)),
     },
 )
-async def metadata(principal: ReadPrincipal, gateway: GatewayDep) -> Response:
+async def metadata(principal: AnyPrincipal, gateway: GatewayDep) -> Response:
     """The gateway's own CapabilityStatement (not the upstream's)."""
     return fhir_response(200, capability_statement(gateway.settings, _STARTED))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Path
 from starlette.responses import Response
 
-from adapter.gateway.dependencies import AnyPrincipal, GatewayDep
+from adapter.gateway.auth import Principal
+from adapter.gateway.dependencies import ClientPrincipal, GatewayDep
 from adapter.gateway.openapi import error_responses, json_response
+from adapter.gateway.outbox import Submission
 from adapter.gateway.outcomes import GatewayError, error, fhir_response
 from adapter.gateway.views import submission_view
 
@@ -28,16 +28,29 @@ router = APIRouter(tags=["submissions"])
     },
 )
 async def get_submission(
-    principal: AnyPrincipal,
+    principal: ClientPrincipal,
     gateway: GatewayDep,
     submission_id: str = Path(max_length=64, description="The id from the Location header"),
 ) -> Response:
     """A submission's state.
 
-    Callers with ``system/*.read`` see any submission; a push-only caller sees its own,
-    and others' are reported as not found so that ids cannot be probed.
+    A client sees its own submissions (whichever of its credentials pushed them), ``admin``
+    sees all; another client's are reported as not found, so that ids cannot be probed.
     """
-    row = await asyncio.to_thread(gateway.outbox.get, submission_id)
-    if row is None or not (principal.can("read") or row.principal == principal.name):
+    row = await gateway.read_store(gateway.outbox.get, submission_id)
+    if row is None or not visible(row, principal):
         raise GatewayError(404, error("not-found", "no such submission"))
     return fhir_response(200, submission_view(row), media_type="application/json")
+
+
+def visible(row: Submission, principal: Principal) -> bool:
+    """Whether ``principal`` may see ``row``: its client pushed it, or it is an admin.
+
+    Rows stored before submissions carried their client are visible to the credential that
+    pushed them (and to admins) only.
+    """
+    if principal.can("admin"):
+        return True
+    if row.client is not None:
+        return principal.client is not None and row.client == principal.client.id
+    return row.principal == principal.name

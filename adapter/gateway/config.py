@@ -126,9 +126,14 @@ class Settings:
     body_timeout: float = 60.0
     """Seconds a request may take to send its body (slow-body clients): 408."""
     cpu_workers: int = 2
-    """Threads that parse, validate, convert and check bodies, off the event loop."""
+    """Worker processes that parse, validate, convert and check bodies, off the event loop."""
     cpu_queue: int = 32
     """Requests that may wait for a CPU worker; beyond that, 503 with Retry-After."""
+    cpu_pool: Literal["process", "thread"] = "process"
+    """``thread`` runs body work on threads of the gateway process (embedding, debugging);
+    a large hostile body then pauses the event loop through the interpreter lock."""
+    cpu_timeout: float = 120.0
+    """A body still being processed after this many seconds gets 503; its worker is killed."""
     ready_cache_seconds: float = 5.0
     """How long ``/readyz`` reuses its upstream and queue checks."""
     min_free_bytes: int = 100 * 1024 * 1024
@@ -150,6 +155,8 @@ class Settings:
             raise ConfigError(f"{PREFIX}MAX_BUNDLE_ENTRIES must be positive")
         if self.worker_concurrency < 1:
             raise ConfigError(f"{PREFIX}WORKER_CONCURRENCY must be at least 1")
+        if self.cpu_pool not in ("process", "thread"):
+            raise ConfigError(f"{PREFIX}CPU_POOL must be process or thread")
         if self.max_attempts < 0:
             raise ConfigError(f"{PREFIX}MAX_ATTEMPTS must be 0 (unlimited) or more")
         for name in (
@@ -174,6 +181,7 @@ class Settings:
             "body_timeout",
             "cpu_workers",
             "cpu_queue",
+            "cpu_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
@@ -257,10 +265,20 @@ class Settings:
             body_timeout=env.number("BODY_TIMEOUT", defaults.body_timeout),
             cpu_workers=env.integer("CPU_WORKERS", defaults.cpu_workers),
             cpu_queue=env.integer("CPU_QUEUE", defaults.cpu_queue),
+            cpu_pool=_pool_kind(env.text("CPU_POOL") or defaults.cpu_pool),
+            cpu_timeout=env.number("CPU_TIMEOUT", defaults.cpu_timeout),
             ready_cache_seconds=env.number("READY_CACHE_SECONDS", defaults.ready_cache_seconds),
             min_free_bytes=env.integer("MIN_FREE_BYTES", defaults.min_free_bytes),
             retention_days=env.number("RETENTION_DAYS", defaults.retention_days),
         )
+
+
+def _pool_kind(value: str) -> Literal["process", "thread"]:
+    if value == "process":
+        return "process"
+    if value == "thread":
+        return "thread"
+    raise ConfigError(f"{PREFIX}CPU_POOL must be process or thread, got {value!r}")
 
 
 class _Env:

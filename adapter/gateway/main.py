@@ -7,6 +7,7 @@ package reads no environment.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -51,6 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = await Gateway.start(settings, authenticator, limits)
         app.state.gateway = gateway
+        # What exists now lives as long as the process: out of the cyclic collector's sight,
+        # so that its full collections (which hold the interpreter lock) stay short while
+        # large request bodies are being processed.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

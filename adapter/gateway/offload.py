@@ -1,17 +1,25 @@
-"""CPU-heavy work off the event loop, with a bounded queue.
+"""CPU-heavy work off the event loop: request bodies in worker processes, with a bounded queue.
 
-Parsing, validating, converting and checking a request body costs time in proportion to its
-size (up to ``FHIR_ADAPTER_MAX_BODY_BYTES``). On the event loop that time would stall every
-other request, health probes included; so every such step runs here, whatever the body's
-size, on a small pool of threads of its own (the default executor stays free for the outbox's
-short database calls). Admission is bounded: when ``workers + queue`` bodies are already
-waiting or running, the next request gets 503 with ``Retry-After`` at once instead of joining
-an ever longer queue.
+Parsing, validating, converting and checking a request body costs time (and allocates
+objects) in proportion to its size, up to ``FHIR_ADAPTER_MAX_BODY_BYTES``. On the event loop
+that would stall every other request, health probes included. In a thread it would still
+share the interpreter lock, and a large hostile body (a record with 250,000 invalid fields)
+makes the garbage collector pause the whole process for whole seconds while it holds the lock.
+So body work runs in worker *processes* (``FHIR_ADAPTER_CPU_POOL=process``, the default):
+their collections and C-level loops cannot pause the event loop at all. Only what they return
+crosses over: a Bundle bounded by ``FHIR_ADAPTER_MAX_BUNDLE_ENTRIES`` or an error already
+capped to 100 issues.
 
-Threads share the interpreter lock with the event loop, which gets it back at least every
-switch interval (5 ms) while Python code runs in a worker; the gateway lowers that interval
-(``serve``) so the loop waits less. The C-level steps on a body are linear in its size
-(``docs/gateway.md`` has the measured /healthz latency under a hostile 5 MB body).
+Admission is bounded: when ``workers + queue`` bodies are already waiting or running, the next
+request gets 503 with ``Retry-After`` at once instead of joining an ever longer queue. A body
+still running after ``FHIR_ADAPTER_CPU_TIMEOUT`` seconds gets 503 and its worker is killed (the
+pool is replaced), so no input can occupy a worker for ever.
+
+Work on objects that already live in the gateway process (stamping the Provenance,
+serialising the Bundle for the outbox) runs on a thread of the same pool via
+:meth:`CpuPool.run_local`. ``FHIR_ADAPTER_CPU_POOL=thread`` runs body work on threads too
+(embedding, debugging); process pools are shared per interpreter, so many apps in one test
+process start their workers once.
 """
 
 from __future__ import annotations
@@ -19,23 +27,73 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
+import multiprocessing
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Literal, TypeVar
 
 from adapter.gateway.outcomes import GatewayError, error
 
-__all__ = ["BUSY_RETRY_AFTER", "CpuPool"]
+__all__ = ["BUSY_RETRY_AFTER", "CpuPool", "PoolKind"]
 
 T = TypeVar("T")
+PoolKind = Literal["process", "thread"]
 BUSY_RETRY_AFTER = "2"
+
+log = logging.getLogger(__name__)
+
+_PROCESS_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """The interpreter's process pool of ``workers`` processes (spawned: no fork of threads)."""
+    with _POOLS_LOCK:
+        pool = _PROCESS_POOLS.get(workers)
+        if pool is None:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            _PROCESS_POOLS[workers] = pool
+        return pool
+
+
+def _replace_process_pool(workers: int, broken: ProcessPoolExecutor) -> None:
+    """Kill ``broken``'s workers and forget it; the next task starts a fresh pool."""
+    with _POOLS_LOCK:
+        if _PROCESS_POOLS.get(workers) is broken:
+            del _PROCESS_POOLS[workers]
+    # No public way to stop one running task: its process goes, and with it the pool.
+    for process in list(getattr(broken, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+def _warm() -> None:
+    """Imported by a fresh worker: the modules body work needs, before the first body."""
+    import adapter.gateway.routers.case_records
+    import adapter.gateway.routers.fhir  # noqa: F401
+
+
+def _busy(diagnostics: str) -> GatewayError:
+    return GatewayError(
+        503, error("transient", diagnostics), headers={"Retry-After": BUSY_RETRY_AFTER}
+    )
 
 
 class CpuPool:
-    """A thread pool for request bodies with at most ``workers + queue`` admitted at once."""
+    """Body work in processes (or threads), local work in threads, at most
+    ``workers + queue`` admitted at once."""
 
-    def __init__(self, workers: int, queue: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway-cpu")
+    def __init__(
+        self, workers: int, queue: int, kind: PoolKind = "process", timeout: float = 120.0
+    ) -> None:
+        self.kind = kind
+        self._workers = workers
+        self._timeout = timeout
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway-cpu")
         self._limit = workers + queue
         self._admitted = 0
 
@@ -44,32 +102,66 @@ class CpuPool:
         """Bodies waiting for or being processed by a worker."""
         return self._admitted
 
-    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``function(*args, **kwargs)`` in a worker thread; 503 when the pool is saturated.
+    def start(self) -> None:
+        """Start the worker processes now, so the first request does not pay for it."""
+        if self.kind == "process":
+            pool = _process_pool(self._workers)
+            for _ in range(self._workers):
+                pool.submit(_warm)
 
-        The slot is released when the work ends, not when the caller stops waiting: a caller
-        that went away must not let more work in than the pool can hold.
-        """
-        if self._admitted >= self._limit:
-            raise GatewayError(
-                503,
-                error("transient", "the gateway is busy with other requests; retry shortly"),
-                headers={"Retry-After": BUSY_RETRY_AFTER},
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function(*args, **kwargs)`` in a worker process (a module-level function whose
+        arguments and result pickle); 503 when the pool is saturated or the work timed out."""
+        if self.kind == "thread":
+            return await self._submit(self._threads, function, args, kwargs)
+        pool = _process_pool(self._workers)
+        try:
+            return await self._submit(pool, function, args, kwargs)
+        except BrokenProcessPool:
+            _replace_process_pool(self._workers, pool)
+            raise _busy("a worker process of the gateway stopped; retry shortly") from None
+        except TimeoutError:
+            log.warning(
+                "a request body was still being processed after %.0f s: worker killed",
+                self._timeout,
             )
+            _replace_process_pool(self._workers, pool)
+            raise _busy(f"the request body was not processed within {self._timeout:g} s") from None
+
+    async def run_local(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function`` on a thread of this process, for work on live objects."""
+        return await self._submit(self._threads, function, args, kwargs)
+
+    async def _submit(
+        self,
+        executor: Executor,
+        function: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """Admission, then the work; the slot is released when the work ends, not when the
+        caller stops waiting, so a caller that went away cannot let in more than fits."""
+        if self._admitted >= self._limit:
+            raise _busy("the gateway is busy with other requests; retry shortly")
         loop = asyncio.get_running_loop()
         self._admitted += 1
-        future: Future[T] = self._executor.submit(functools.partial(function, *args, **kwargs))
+        try:
+            future: Future[T] = executor.submit(functools.partial(function, *args, **kwargs))
+        except BaseException:
+            self._admitted -= 1
+            raise
 
         def release(_: Future[T]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to free
                 loop.call_soon_threadsafe(self._release)
 
         future.add_done_callback(release)
-        return await asyncio.wrap_future(future)
+        timeout = self._timeout if executor is not self._threads else None
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 
     def _release(self) -> None:
         self._admitted -= 1
 
     def shutdown(self) -> None:
-        """Drop queued work and let running work finish in the background."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Drop queued local work; shared worker processes stay for the next app."""
+        self._threads.shutdown(wait=False, cancel_futures=True)

@@ -35,6 +35,8 @@ __all__ = [
     "ClientGone",
     "GatewayError",
     "Issue",
+    "LeftOut",
+    "capped",
     "fhir_response",
     "install_exception_handlers",
     "operation_outcome",
@@ -116,29 +118,42 @@ MAX_ISSUES = 100
 40,000 problems must not become a 10 MB answer: the first hundred say what is wrong."""
 
 
-def operation_outcome(
-    issues: Iterable[Issue | Mapping[str, Any]], limit: int = MAX_ISSUES
-) -> dict[str, Any]:
-    """An OperationOutcome from our issues and/or issues copied from an upstream outcome.
+@dataclass(frozen=True)
+class LeftOut(Issue):
+    """The last issue of a capped list: how many problems were not listed."""
 
-    At most ``limit`` issues are rendered; when there were more, a final ``information``
-    issue says how many were left out.
-    """
-    rendered: list[dict[str, Any]] = []
+    count: int = 0
+
+
+def _left_out(count: int) -> LeftOut:
+    plural = "s" if count > 1 else ""
+    return LeftOut(
+        "information", "informational", f"{count} more problem{plural} not shown", (), None, count
+    )
+
+
+def capped(
+    issues: Iterable[Issue | Mapping[str, Any]], limit: int = MAX_ISSUES
+) -> list[Issue | Mapping[str, Any]]:
+    """The first ``limit`` issues, then one saying how many were left out (idempotent)."""
+    kept: list[Issue | Mapping[str, Any]] = []
     left_out = 0
     for issue in issues:
-        if len(rendered) < limit:
-            rendered.append(issue.to_json() if isinstance(issue, Issue) else dict(issue))
+        if isinstance(issue, LeftOut):
+            left_out += issue.count
+        elif len(kept) < limit:
+            kept.append(issue)
         else:
             left_out += 1
     if left_out:
-        rendered.append(
-            {
-                "severity": "information",
-                "code": "informational",
-                "diagnostics": f"{left_out} more problem{'s' if left_out > 1 else ''} not shown",
-            }
-        )
+        kept.append(_left_out(left_out))
+    return kept
+
+
+def operation_outcome(issues: Iterable[Issue | Mapping[str, Any]]) -> dict[str, Any]:
+    """An OperationOutcome from our issues and/or issues copied from an upstream outcome,
+    capped at :data:`MAX_ISSUES` with a count of the rest."""
+    rendered = [i.to_json() if isinstance(i, Issue) else dict(i) for i in capped(issues)]
     if not rendered:  # OperationOutcome.issue is 1..*
         rendered = [{"severity": "information", "code": "informational", "diagnostics": "ok"}]
     return {"resourceType": "OperationOutcome", "issue": rendered}
@@ -185,8 +200,9 @@ class GatewayError(Exception):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status_code = status_code
-        self.issues: list[Issue | Mapping[str, Any]] = (
-            [issues] if isinstance(issues, Issue) else list(issues)
+        # Capped here, so that an error built off the event loop carries no more than it shows.
+        self.issues: list[Issue | Mapping[str, Any]] = capped(
+            [issues] if isinstance(issues, Issue) else issues
         )
         self.headers = dict(headers or {})
         super().__init__(f"HTTP {status_code}")
@@ -194,6 +210,16 @@ class GatewayError(Exception):
     def response(self) -> Response:
         """Render this error."""
         return outcome_response(self.status_code, self.issues, self.headers)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable, so that a worker process can refuse a body with its located issues."""
+        return (_rebuild_gateway_error, (self.status_code, self.issues, self.headers))
+
+
+def _rebuild_gateway_error(
+    status_code: int, issues: list[Issue | Mapping[str, Any]], headers: dict[str, str]
+) -> GatewayError:
+    return GatewayError(status_code, issues, headers=headers)
 
 
 def status_code_issue(status_code: int) -> str:

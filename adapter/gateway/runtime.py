@@ -130,7 +130,9 @@ class Gateway:
         self.outbox = outbox
         self.client = client
         self.limits = limits if limits is not None else RateLimits(settings)
-        self.cpu = CpuPool(settings.cpu_workers, settings.cpu_queue)
+        self.cpu = CpuPool(
+            settings.cpu_workers, settings.cpu_queue, settings.cpu_pool, settings.cpu_timeout
+        )
         self.storage = StorageHealth()
         self.readiness = Readiness(settings, outbox, client, self.storage, authenticator)
         self._retention: asyncio.Task[None] | None = None
@@ -165,6 +167,7 @@ class Gateway:
         if not authenticator.configured:
             log.warning("no API keys or JWT keys configured: every request will get 401")
         gateway = cls(settings, authenticator, outbox, client, limits)
+        gateway.cpu.start()
         if gateway.worker is not None:
             await gateway.worker.start()
         if settings.retention_days > 0:
@@ -275,7 +278,7 @@ class Gateway:
             kind=kind,
             bundle_type=bundle_type,
             principal=principal,
-            payload=await self.cpu.run(prepare),
+            payload=await self.cpu.run_local(prepare),
             replay_safe=replay_safe,
             warnings=warnings,
             client=client,

@@ -29,31 +29,40 @@ from adapter.gateway.outbox import Lease, NewSubmission, SqliteOutbox, State
 from adapter.gateway.worker import Breaker, DeliveryResult, backoff
 from tests.conftest import INVALID, load_case
 from tests.unit.test_gateway_helpers import (
+    ADMIN_AUTH,
     API_KEY,
     AUTH,
     HEADERS,
+    OWN_SYSTEM,
     UPSTREAM,
     FakeUpstream,
     fake_upstream,
     make_settings,
+    admin_clients,
     outcome,
+    own_id,
     record_bytes,
     running,
     wait_for_status,
 )
 
+P1 = own_id("Patient", "p1")  # the normalised form of the client's PUT Patient/p1
 PATIENT_PUT = {
     "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
-    "resource": {"resourceType": "Patient", "id": "p1", "gender": "female"},
-    "request": {"method": "PUT", "url": "Patient/p1"},
+    "resource": {"resourceType": "Patient", "id": P1, "gender": "female"},
+    "request": {"method": "PUT", "url": f"Patient/{P1}"},
 }
 CONDITION_POST = {
     "resource": {
         "resourceType": "Condition",
-        "identifier": [{"system": "urn:ehr", "value": "c1"}],
+        "identifier": [{"system": OWN_SYSTEM, "value": "c1"}],
         "subject": {"reference": "urn:uuid:11111111-1111-4111-8111-111111111111"},
     },
-    "request": {"method": "POST", "url": "Condition", "ifNoneExist": "identifier=urn:ehr|c1"},
+    "request": {
+        "method": "POST",
+        "url": "Condition",
+        "ifNoneExist": f"identifier={OWN_SYSTEM}|c1",
+    },
 }
 
 
@@ -105,30 +114,48 @@ def test_healthz_needs_no_token(client: TestClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_reports_queue_and_upstream(client: TestClient) -> None:
-    response = client.get("/readyz")
+@pytest.fixture
+def ops_client(tmp_path: Path, upstream: FakeUpstream) -> Iterator[TestClient]:
+    """A gateway with an operator client (ADMIN_AUTH) besides the default key; no cache."""
+    settings = make_settings(
+        tmp_path, clients_file=admin_clients(tmp_path), ready_cache_seconds=0.0
+    )
+    with running(settings) as test_client:
+        yield test_client
+
+
+def test_readyz_reports_queue_and_upstream_to_admins(ops_client: TestClient) -> None:
+    response = ops_client.get("/readyz", headers=ADMIN_AUTH)
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
     assert body["checks"]["upstream"] == "reachable"
     assert body["checks"]["queue"]["queued"] == 0
+    # Anyone else (no token, or a non-admin key) learns "ready" and nothing more.
+    for headers in ({}, AUTH):
+        assert ops_client.get("/readyz", headers=headers).json() == {"status": "ready"}
 
 
-def test_readyz_503_when_upstream_unreachable(client: TestClient, upstream: FakeUpstream) -> None:
+def test_readyz_503_when_upstream_unreachable(
+    ops_client: TestClient, upstream: FakeUpstream
+) -> None:
     upstream.mode = "down"
-    response = client.get("/readyz")
+    response = ops_client.get("/readyz", headers=ADMIN_AUTH)
     assert response.status_code == 503
     assert "upstream /metadata unreachable" in issues(response)[0]["diagnostics"]
+    anonymous = ops_client.get("/readyz")
+    assert anonymous.status_code == 503
+    assert [i["diagnostics"] for i in issues(anonymous)] == ["not ready"]
 
 
-def test_readyz_503_when_queue_unreachable(client: TestClient) -> None:
-    gateway = client.app.state.gateway  # type: ignore[attr-defined]
+def test_readyz_503_when_queue_unreachable(ops_client: TestClient) -> None:
+    gateway = ops_client.app.state.gateway  # type: ignore[attr-defined]
 
     def broken() -> dict[str, int]:
         raise OSError("disk gone")
 
     gateway.outbox.counts = broken
-    response = client.get("/readyz")
+    response = ops_client.get("/readyz", headers=ADMIN_AUTH)
     assert response.status_code == 503
     assert "queue database unreachable" in issues(response)[0]["diagnostics"]
 
@@ -147,8 +174,10 @@ def test_metadata_needs_a_token(client: TestClient) -> None:
     assert client.get("/metadata").status_code == 401
 
 
-def test_openapi_documents_every_endpoint(client: TestClient) -> None:
-    document = client.get("/openapi.json").json()
+def test_openapi_documents_every_endpoint(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with running(make_settings(tmp_path, docs=True)) as client:
+        document = client.get("/openapi.json").json()
+        docs = client.get("/docs")
     assert set(document["paths"]) == {
         "/case-records",
         "/case-records/$convert",
@@ -163,11 +192,14 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     assert "CaseRecord" in schemas and "OperationOutcome" in schemas and "Bundle" in schemas
     body = document["paths"]["/case-records"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/fhir+json", "application/json"}
-    assert client.get("/docs").status_code == 200
+    assert docs.status_code == 200
+    # The docs page loads nothing: no script, no third-party host.
+    assert "<script" not in docs.text and "cdn" not in docs.text.lower()
+    assert docs.headers["content-security-policy"].startswith("default-src 'none'")
 
 
-def test_docs_can_be_switched_off(tmp_path: Path, upstream: FakeUpstream) -> None:
-    with running(make_settings(tmp_path, docs=False)) as client:
+def test_docs_are_off_by_default(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with running(make_settings(tmp_path)) as client:
         assert client.get("/openapi.json").status_code == 404
         assert client.get("/docs").status_code == 404
 
@@ -411,7 +443,13 @@ def test_startup_requeues_expired_leases(tmp_path: Path, upstream: FakeUpstream)
     now = time.time()
     outbox.add(
         NewSubmission(
-            "crashed-1", "bundle", "transaction", "api-key:x", json.dumps(bundle).encode(), True
+            "crashed-1",
+            "bundle",
+            "transaction",
+            "api-key:x",
+            json.dumps(bundle).encode(),
+            True,
+            client="default",
         ),
         now=now - 600,
         lease=Lease("dead-token", "dead-gateway", now - 480),
@@ -574,14 +612,19 @@ def test_400_bad_content_length(client: TestClient) -> None:
 
 
 def test_unexpected_error_is_a_500_outcome(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def explode(*args: Any) -> Any:
         raise RuntimeError("bug")
 
+    # Threads, so that the patched function is the one that runs.
     monkeypatch.setattr("adapter.gateway.routers.case_records.convert_bytes", explode)
-    with caplog.at_level(logging.ERROR):
-        response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
+    with running(make_settings(tmp_path, cpu_pool="thread")) as client:
+        with caplog.at_level(logging.ERROR):
+            response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
     assert response.status_code == 500
     [issue] = issues(response)
     assert issue["code"] == "exception" and "incident" in issue["diagnostics"]
@@ -718,7 +761,7 @@ def test_fhir_malformed_json_400(client: TestClient) -> None:
             ehr_bundle(
                 {
                     "resource": {"resourceType": "Patient", "birthDate": "19x"},
-                    "request": {"method": "PUT", "url": "Patient/1"},
+                    "request": {"method": "PUT", "url": f"Patient/{own_id('Patient', '1')}"},
                 }
             ),
             "Bundle.entry[0].resource.birthDate",
@@ -727,7 +770,7 @@ def test_fhir_malformed_json_400(client: TestClient) -> None:
             ehr_bundle(
                 {
                     "resource": {"resourceType": "Patient", "shoeSize": 44},
-                    "request": {"method": "PUT", "url": "Patient/1"},
+                    "request": {"method": "PUT", "url": f"Patient/{own_id('Patient', '1')}"},
                 }
             ),
             "Bundle.entry[0].resource.shoeSize",
@@ -829,7 +872,9 @@ def test_pull_501_when_reverse_mapping_missing(
             ),
             503,
         ),
-        (ValueError("invalid FHIR id"), 400),
+        # The identifier is checked before the lookup; a ValueError after it is the
+        # upstream's data failing to map back, not the caller's request.
+        (ValueError("invalid FHIR id"), 502),
     ],
 )
 def test_pull_errors(
@@ -944,7 +989,9 @@ def test_unreadable_stored_bundle_fails_instead_of_looping(
     settings = make_settings(tmp_path)
     outbox = SqliteOutbox(settings.db)
     outbox.add(
-        NewSubmission("corrupt-1", "bundle", "transaction", "api-key:x", b"{not json", True),
+        NewSubmission(
+            "corrupt-1", "bundle", "transaction", "api-key:x", b"{not json", True, client="default"
+        ),
         now=time.time(),
         lease=None,
     )

@@ -25,12 +25,30 @@ from tests.unit.test_gateway_helpers import (
     make_settings,
     record_bytes,
     running,
+    write_clients,
 )
 
 ISSUER = "https://idp.hospital.example"
 AUDIENCE = "https://gateway.hospital.example"
 SECRET = "an-hs256-secret-of-at-least-32-bytes!"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+PLAIN_KEY = "plain-key-1-Vq8LmZ3rT0xW"
+HASHED_KEY = "pre-hashed-key-2-Hd7Kp2Ns9Qe"
+# The JWT subjects used below, each bound to a client of its own.
+JWT_CLIENTS = (
+    {
+        "id": "ehr",
+        "scopes": ["read", "write", "convert"],
+        "namespace": "https://ehr.test.example/",
+        "jwt_subjects": ["ehr-integration-engine"],
+    },
+    {
+        "id": "other",
+        "scopes": ["read", "write", "convert"],
+        "namespace": "https://other.test.example/",
+        "jwt_subjects": ["another-ehr"],
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +102,8 @@ def client(
 ) -> Iterator[TestClient]:
     settings = make_settings(
         tmp_path,
-        api_keys=("plain-key-1", f"sha256:{hash_api_key('pre-hashed-key-2')}"),
+        api_keys=(PLAIN_KEY, f"sha256:{hash_api_key(HASHED_KEY)}"),
+        clients_file=write_clients(tmp_path, *JWT_CLIENTS),
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         jwt_secret=SECRET,
@@ -104,18 +123,19 @@ def push(client: TestClient, authorization: dict[str, str]) -> Any:
 
 
 def test_plain_and_prehashed_api_keys(client: TestClient) -> None:
-    assert push(client, bearer("plain-key-1")).status_code == 201
-    assert push(client, bearer("pre-hashed-key-2")).status_code == 201
-    assert push(client, bearer(hash_api_key("pre-hashed-key-2"))).status_code == 401
-    assert push(client, bearer("plain-key-")).status_code == 401
+    assert push(client, bearer(PLAIN_KEY)).status_code == 201
+    assert push(client, bearer(HASHED_KEY)).status_code == 201
+    assert push(client, bearer(hash_api_key(HASHED_KEY))).status_code == 401
+    assert push(client, bearer(PLAIN_KEY[:-1])).status_code == 401
 
 
 def test_keys_are_kept_only_hashed() -> None:
-    authenticator = Authenticator(Settings(api_keys=("plain-key-1",), instance_id="t"))
-    assert "plain-key-1" not in repr(vars(authenticator))
-    principal = authenticator.authenticate("Bearer plain-key-1")
-    assert principal.name == f"api-key:{hash_api_key('plain-key-1')[:12]}"
+    authenticator = Authenticator(Settings(api_keys=(PLAIN_KEY,), instance_id="t"))
+    assert PLAIN_KEY not in repr(vars(authenticator))
+    principal = authenticator.authenticate(f"Bearer {PLAIN_KEY}")
+    assert principal.name == f"api-key:{hash_api_key(PLAIN_KEY)[:12]}"
     assert principal.can("read") and principal.can("write")
+    assert principal.client is not None and principal.client.id == "default"
 
 
 def test_malformed_hashed_key_is_a_config_error() -> None:
@@ -207,10 +227,12 @@ def test_missing_write_scope_is_403(client: TestClient) -> None:
 
 
 def test_read_scope_for_reads(client: TestClient) -> None:
-    assert client.get("/metadata", headers=bearer(token(scope="system/*.read"))).status_code == 200
-    response = client.get("/metadata", headers=bearer(token(scope="system/*.write")))
-    assert response.status_code == 403
-    assert client.get("/metadata", headers=bearer(token(scope=None))).status_code == 403
+    reader = bearer(token(scope="system/*.read"))
+    writer = bearer(token(scope="system/*.write"))
+    assert client.get("/patients/x/case-record", headers=writer).status_code == 403
+    # /metadata needs a valid credential, whatever its scopes.
+    for headers in (reader, writer, bearer(token(scope=None))):
+        assert client.get("/metadata", headers=headers).status_code == 200
 
 
 def test_write_only_caller_sees_only_its_own_submissions(client: TestClient) -> None:

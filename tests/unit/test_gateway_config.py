@@ -22,7 +22,7 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 5 * 1024 * 1024
     assert settings.namespace == DEFAULT_NAMESPACE
     assert settings.allowed_resource_types == DEFAULT_ALLOWED_RESOURCE_TYPES
-    assert settings.require_conditional and settings.docs
+    assert settings.require_conditional and not settings.docs  # docs are opt-in
     assert settings.max_attempts == 0
     assert not settings.auth_configured
 

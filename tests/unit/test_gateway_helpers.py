@@ -6,6 +6,7 @@ test modules build apps the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -18,14 +19,47 @@ import httpx
 import respx
 from fastapi.testclient import TestClient
 
+from adapter.gateway.clients import Client, server_id
 from adapter.gateway.config import Settings
 from adapter.gateway.main import create_app
+from adapter.mapping.context import DEFAULT_NAMESPACE
 from tests.conftest import CASES, load_case
 
 UPSTREAM = "http://upstream.test/fhir"
 API_KEY = "test-api-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/fhir+json"}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+DEFAULT_CLIENT = Client("default", frozenset({"read", "write", "convert"}), DEFAULT_NAMESPACE)
+"""The client FHIR_ADAPTER_API_KEYS (here: API_KEY) acts as."""
+OWN_SYSTEM = f"{DEFAULT_NAMESPACE}/ehr/identifier"
+"""An identifier system the default client owns (it is under its namespace)."""
+ADMIN_KEY = "test-admin-key-9f8e7d6c5b4a3210"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def own_id(resource_type: str, local_name: str) -> str:
+    """The server id the gateway assigns to the default client's resource ``local_name``."""
+    return server_id(DEFAULT_CLIENT, resource_type, local_name)
+
+
+def write_clients(tmp_path: Path, *clients: dict[str, Any]) -> str:
+    """A FHIR_ADAPTER_CLIENTS file with ``clients``; returns its path."""
+    path = tmp_path / f"clients-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps({"clients": list(clients)}), encoding="utf-8")
+    return str(path)
+
+
+def admin_clients(tmp_path: Path) -> str:
+    """A clients file with one operator client (``admin read``) using ADMIN_KEY."""
+    return write_clients(
+        tmp_path,
+        {
+            "id": "ops",
+            "scopes": ["admin", "read"],
+            "namespace": "https://ops.test.example/",
+            "api_keys": [f"sha256:{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"],
+        },
+    )
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -23,9 +23,46 @@ from adapter.gateway.openapi import case_record_body, error_responses, json_resp
 from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
 from adapter.gateway.runtime import Gateway
 from adapter.mapping import ConversionOptions
-from adapter.pipeline import convert_bytes
+from adapter.pipeline import Outcome, convert_bytes
 
 router = APIRouter(tags=["case records"])
+
+
+def converted(
+    body: bytes, options: ConversionOptions, *, rule_system: str, max_entries: int
+) -> Outcome:
+    """Validate and convert, or raise the (capped) error refusing the record: off the loop.
+
+    Everything proportional to the body, including the error list and the freeing of the
+    parsed record, happens in the calling worker thread. A record that converts to more
+    resources than ``FHIR_ADAPTER_MAX_BUNDLE_ENTRIES`` is refused like an EHR Bundle that
+    large, which bounds every later step (storage, delivery) by the same limit.
+    """
+    outcome = convert_bytes("request", body, options)
+    if outcome.bundle is None:
+        if not outcome.errors:  # pragma: no cover - convert_bytes always explains
+            raise GatewayError(422, error("invalid", "the record could not be converted", "$"))
+        raise record_errors(outcome.errors, rule_system)
+    entries = len(outcome.bundle.get("entry") or [])
+    if entries > max_entries:
+        raise GatewayError(
+            413,
+            error(
+                "too-long",
+                f"the record converts to {entries} resources; the limit is {max_entries} "
+                "(FHIR_ADAPTER_MAX_BUNDLE_ENTRIES)",
+                "$",
+            ),
+        )
+    return outcome
+
+
+def converted_json(
+    body: bytes, options: ConversionOptions, *, rule_system: str, max_entries: int
+) -> bytes:
+    """:func:`converted`'s Bundle as JSON bytes (what ``$convert`` answers)."""
+    outcome = converted(body, options, rule_system=rule_system, max_entries=max_entries)
+    return orjson.dumps(outcome.bundle)
 
 
 def _options(gateway: Gateway, principal: Principal, fhir_version: str) -> ConversionOptions:
@@ -70,9 +107,14 @@ async def push_case_record(
     """
     body = await read_body(request, gateway.settings.max_body_bytes)
     options = _options(gateway, principal, gateway.settings.upstream_fhir_version)
-    outcome = await gateway.cpu.run(convert_bytes, "request", body, options)
-    if outcome.bundle is None:
-        raise record_errors(outcome.errors, gateway.rule_system)
+    outcome = await gateway.cpu.run(
+        converted,
+        body,
+        options,
+        rule_system=gateway.rule_system,
+        max_entries=gateway.settings.max_bundle_entries,
+    )
+    assert outcome.bundle is not None  # converted() raises otherwise
     submission_id, response = await gateway.submit(
         kind="case-record",
         bundle=outcome.bundle,
@@ -104,10 +146,11 @@ async def convert_case_record(
 ) -> Response:
     """The Bundle ``POST /case-records`` would push (without the gateway's Provenance)."""
     body = await read_body(request, gateway.settings.max_body_bytes)
-    options = _options(gateway, principal, fhir_version)
-    outcome = await gateway.cpu.run(convert_bytes, "request", body, options)
-    if outcome.bundle is None:
-        if not outcome.errors:  # pragma: no cover - convert_bytes always explains
-            raise GatewayError(422, error("invalid", "the record could not be converted", "$"))
-        raise record_errors(outcome.errors, gateway.rule_system)
-    return fhir_response(200, await gateway.cpu.run(orjson.dumps, outcome.bundle))
+    serialised = await gateway.cpu.run(
+        converted_json,
+        body,
+        _options(gateway, principal, fhir_version),
+        rule_system=gateway.rule_system,
+        max_entries=gateway.settings.max_bundle_entries,
+    )
+    return fhir_response(200, serialised)

@@ -36,9 +36,9 @@ from tests.unit.test_gateway_helpers import (
     OWN_SYSTEM,
     UPSTREAM,
     FakeUpstream,
+    admin_clients,
     fake_upstream,
     make_settings,
-    admin_clients,
     outcome,
     own_id,
     record_bytes,
@@ -622,9 +622,9 @@ def test_unexpected_error_is_a_500_outcome(
 
     # Threads, so that the patched function is the one that runs.
     monkeypatch.setattr("adapter.gateway.routers.case_records.convert_bytes", explode)
-    with running(make_settings(tmp_path, cpu_pool="thread")) as client:
-        with caplog.at_level(logging.ERROR):
-            response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
+    settings = make_settings(tmp_path, cpu_pool="thread")
+    with running(settings) as client, caplog.at_level(logging.ERROR):
+        response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
     assert response.status_code == 500
     [issue] = issues(response)
     assert issue["code"] == "exception" and "incident" in issue["diagnostics"]

@@ -194,7 +194,7 @@ class _Checker:
         if len(segments) == 4 and segments[2] == "_history":
             segments = segments[:2]
         if len(segments) != 2 or not _TYPE.match(segments[0]):
-            self.refuse(INVALID, f"{reference!r} is not a reference this gateway accepts", where)
+            self.refuse(INVALID, f"{reference!r} is not a reference accepted here", where)
             return
         self.server_id(segments[1], where, "reference")
 

@@ -62,17 +62,19 @@ def _check_tls(tls: Tls) -> None:
         ) from None
 
 
-def preflight(settings: Settings, tls: Tls | None = None) -> None:
-    """Refuse to start on a configuration that cannot work or would not be safe."""
+def preflight(settings: Settings, tls: Tls | None = None) -> list[str]:
+    """Refuse to start on a configuration that cannot work or would not be safe; returns
+    the warnings to log about what is allowed but not meant for production."""
+    warnings = []
     if not settings.auth_configured:
         if not settings.development:
             raise ConfigError(
                 f"no credentials configured: set {PREFIX}CLIENTS or {PREFIX}API_KEYS (or the "
                 f"JWT settings); {PREFIX}DEVELOPMENT=true starts without, for local use only"
             )
-        log.warning("development mode: no credentials configured, every request will get 401")
+        warnings.append("development mode: no credentials configured, every request gets 401")
     elif settings.development:
-        log.warning("development mode (%sDEVELOPMENT): plain and weak keys are accepted", PREFIX)
+        warnings.append(f"development mode ({PREFIX}DEVELOPMENT): plain and weak keys accepted")
     if tls is not None:
         _check_tls(tls)
     try:
@@ -85,6 +87,7 @@ def preflight(settings: Settings, tls: Tls | None = None) -> None:
         raise ConfigError(f"{PREFIX}DB: cannot write {settings.db}: {_reason(exc)}") from None
     finally:
         outbox.close()
+    return warnings
 
 
 def _reason(exc: BaseException) -> str:
@@ -146,14 +149,16 @@ def serve(host: str, port: int, tls: Tls | None = None) -> int:
     it prints raw paths (which can hold patient identifiers); the gateway's own audit
     line replaces it. ``X-Forwarded-For`` is believed only from ``FHIR_ADAPTER_TRUSTED_PROXIES``.
     """
-    configure_logging(logging.INFO)
     try:
         settings = Settings.from_env()
         app = create_app(settings)
-        preflight(settings, tls)
+        warnings = preflight(settings, tls)
     except ConfigError as exc:
         print(f"fhir-adapter serve: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    configure_logging(logging.INFO)
+    for warning in warnings:
+        log.warning("%s", warning)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     config = uvicorn.Config(
         app,

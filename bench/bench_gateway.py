@@ -240,6 +240,9 @@ def start_gateway(
         "FHIR_ADAPTER_NAMESPACE": namespace,
         # measure the synchronous path: answer 202 only if HAPI takes longer than this
         "FHIR_ADAPTER_SYNC_TIMEOUT": "60",
+        # throughput, not the rate limits (which would answer 429 past 50 pushes a second)
+        "FHIR_ADAPTER_CREDENTIAL_RATE": "0",
+        "FHIR_ADAPTER_ADDRESS_RATE": "0",
     }
     log = (folder / "gateway.log").open("wb")
     proc = subprocess.Popen(

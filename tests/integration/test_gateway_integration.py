@@ -161,6 +161,9 @@ def gateway_settings(tmp_path: Path, proxy: TcpProxy, **overrides: Any) -> Setti
         "breaker_seconds": 2.0,
         "lease_seconds": 120.0,
         "instance_id": "integration-gw",
+        # These tests poll their own gateway in tight loops; the limits have tests of their own.
+        "credential_rate": 0.0,
+        "address_rate": 0.0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -237,7 +240,7 @@ def test_pull_through_gateway(tmp_path: Path, proxy: TcpProxy) -> None:
 
 def test_ehr_bundle_lands_on_hapi(tmp_path: Path, proxy: TcpProxy, hapi: httpx.Client) -> None:
     value = f"gwit-{uuid.uuid4().hex}"
-    system = "https://ehr.hospital.example/mrn"
+    system = f"{DEFAULT_NAMESPACE}/ehr/mrn"  # a system of the API key's client (default)
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -365,6 +368,8 @@ def test_gateway_killed_mid_queue_loses_nothing(
         "FHIR_ADAPTER_BREAKER_SECONDS": "2",
         "FHIR_ADAPTER_LEASE_SECONDS": "5",
         "FHIR_ADAPTER_WORKER_CONCURRENCY": "2",
+        "FHIR_ADAPTER_CREDENTIAL_RATE": "0",
+        "FHIR_ADAPTER_ADDRESS_RATE": "0",
     }
     log = tmp_path / "gateway.log"
     records = [new_record() for _ in range(20)]

@@ -65,7 +65,7 @@ def _replace_process_pool(workers: int, broken: ProcessPoolExecutor) -> None:
         if _PROCESS_POOLS.get(workers) is broken:
             del _PROCESS_POOLS[workers]
     # No public way to stop one running task: its process goes, and with it the pool.
-    for process in list(getattr(broken, "_processes", {}).values()):
+    for process in list((getattr(broken, "_processes", None) or {}).values()):
         with contextlib.suppress(Exception):
             process.kill()
     broken.shutdown(wait=False, cancel_futures=True)

@@ -38,6 +38,7 @@ from tests.security.conftest import (
     ROOT,
     SERVER_URL,
     Gateway,
+    delivered,
     gateway_env,
     record,
 )
@@ -288,6 +289,7 @@ def test_patient_data_responses_are_not_cached_or_sniffed(gateway: Gateway) -> N
     body = json.dumps(data).encode()
     with gateway.client() as client:
         pushed = client.post("/case-records", content=body, headers=EHR_A.headers())
+        delivered(client, EHR_A, pushed)
         responses = [
             pushed,
             client.get(pushed.headers["location"], headers=EHR_A.headers(None)),
@@ -295,7 +297,7 @@ def test_patient_data_responses_are_not_cached_or_sniffed(gateway: Gateway) -> N
             client.get(f"/patients/{data['record_id']}/case-record", headers=EHR_A.headers(None)),
         ]
     for response in responses:
-        assert response.status_code in (200, 201), response.text
+        assert response.status_code in (200, 201, 202), response.text
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["x-content-type-options"] == "nosniff"
 
@@ -469,12 +471,11 @@ def test_disk_full_is_503_and_not_ready(tmp_path: Path, tiny_disk: Path) -> None
             first = client.post(
                 "/case-records", content=json.dumps(record()), headers=EHR_A.headers()
             )
-            assert first.status_code == 201, first.text
+            assert first.status_code in (201, 202), first.text
             filler = tiny_disk / "filler"
-            with filler.open("wb") as handle, contextlib.suppress(OSError):
+            with contextlib.suppress(OSError), filler.open("wb", buffering=0) as handle:
                 while True:
                     handle.write(b"\0" * 65536)
-                    handle.flush()
             big = record("caruso2022-01")
             refused = client.post("/case-records", content=json.dumps(big), headers=EHR_A.headers())
             time.sleep(0.2)
@@ -493,7 +494,7 @@ def test_disk_full_is_503_and_not_ready(tmp_path: Path, tiny_disk: Path) -> None
     assert ready_admin.status_code == 503
     assert ready_anonymous.status_code == 503
     assert [i["diagnostics"] for i in ready_anonymous.json()["issue"]] == ["not ready"]
-    assert accepted.status_code == 201, accepted.text
+    assert accepted.status_code in (201, 202), accepted.text
     assert ready_again.status_code == 200
     log = (tmp_path / "full.log").read_text()
     assert "unhandled error" not in log

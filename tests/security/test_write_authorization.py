@@ -26,6 +26,7 @@ from tests.security.conftest import (
     Caller,
     Gateway,
     create_on_hapi,
+    delivered,
     record,
 )
 
@@ -121,9 +122,11 @@ def _delivered_transaction(gateway: Gateway, caller: Caller) -> tuple[str, str]:
             "request": {"method": "PUT", "url": f"Patient/{patient_id}"},
         }
     )
-    response = push(gateway, caller, bundle)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], patient_id
+    with gateway.client() as client:
+        view = delivered(
+            client, caller, client.post("/fhir", json=bundle, headers=caller.headers())
+        )
+    return view["id"], patient_id
 
 
 def test_the_gateways_provenance_cannot_be_forged(gateway: Gateway, hapi: httpx.Client) -> None:
@@ -165,9 +168,9 @@ def test_a_batch_gets_the_gateways_provenance(gateway: Gateway, hapi: httpx.Clie
         },
         bundle_type="batch",
     )
-    response = push(gateway, EHR_A, bundle)
-    assert response.status_code == 201, response.text
-    provenance = hapi.get(f"Provenance/gw-{response.json()['id']}")
+    with gateway.client() as client:
+        view = delivered(client, EHR_A, client.post("/fhir", json=bundle, headers=EHR_A.headers()))
+    provenance = hapi.get(f"Provenance/gw-{view['id']}")
     assert provenance.status_code == 200
     targets = json.dumps(provenance.json().get("target"))
     assert patient_id in targets
@@ -221,7 +224,7 @@ def test_each_key_reaches_only_its_own_client(gateway: Gateway) -> None:
     body = json.dumps(data).encode()
     with gateway.client() as client:
         pushed = client.post("/case-records", content=body, headers=EHR_A.headers())
-        assert pushed.status_code == 201, pushed.text
+        delivered(client, EHR_A, pushed)
         location = pushed.headers["location"]
         pull = f"/patients/{data['record_id']}/case-record"
         # Submissions: the pushing client and admins only; others get 404, as for no such id.

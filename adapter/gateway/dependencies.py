@@ -80,10 +80,10 @@ def _authenticate(request: Request, gateway: Gateway) -> Principal:
 def _requiring(access: Access | None, *, bound: bool) -> Any:
     def dependency(request: Request, gateway: GatewayDep) -> Principal:
         principal = _authenticate(request, gateway)
-        if access is not None:
-            gateway.authenticator.authorize(principal, access)
         if bound and principal.client is None:
             raise forbidden(None)
+        if access is not None:
+            gateway.authenticator.authorize(principal, access)
         return principal
 
     what = f"the {access} scope" if access else "any scope"

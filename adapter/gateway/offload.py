@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar
 
 from adapter.gateway.outcomes import GatewayError, error
 
-__all__ = ["BUSY_RETRY_AFTER", "CpuPool", "PoolKind"]
+__all__ = ["BUSY_RETRY_AFTER", "CpuPool", "PoolKind", "stop_worker_processes"]
 
 T = TypeVar("T")
 PoolKind = Literal["process", "thread"]
@@ -69,6 +69,15 @@ def _replace_process_pool(workers: int, broken: ProcessPoolExecutor) -> None:
         with contextlib.suppress(Exception):
             process.kill()
     broken.shutdown(wait=False, cancel_futures=True)
+
+
+def stop_worker_processes() -> None:
+    """Kill every worker process of this interpreter (the server is exiting): a hostile body
+    still being worked on must not hold the exit up for ``FHIR_ADAPTER_CPU_TIMEOUT``."""
+    with _POOLS_LOCK:
+        pools = list(_PROCESS_POOLS.items())
+    for workers, pool in pools:
+        _replace_process_pool(workers, pool)
 
 
 def _warm() -> None:

@@ -21,6 +21,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from adapter.gateway.audit import configure_logging
 from adapter.gateway.config import PREFIX, ConfigError, Settings
 from adapter.gateway.main import create_app
+from adapter.gateway.offload import stop_worker_processes
 from adapter.gateway.outbox import open_outbox
 
 __all__ = ["EXIT_CONFIG", "Tls", "header_timeout_protocol", "preflight", "serve"]
@@ -176,5 +177,8 @@ def serve(host: str, port: int, tls: Tls | None = None) -> int:
         ssl_keyfile=tls.keyfile if tls else None,
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    finally:
+        stop_worker_processes()
     return EXIT_OK if server.started else EXIT_FAILED

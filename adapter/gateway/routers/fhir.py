@@ -126,8 +126,11 @@ def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
     canonical = settings.namespace.rstrip("/") + "/fhir"
     security: dict[str, Any] = {
         "cors": False,
-        "description": "Bearer token on every request: a configured API key, or a JWT from "
-        "the configured issuer with scope system/*.write (pushes) or system/*.read (reads).",
+        "description": "Bearer token on every request: an API key of a configured client, or "
+        "a JWT from the configured issuer whose subject is bound to a client; the client's "
+        "scopes (read, write, convert, admin), intersected with the token's SMART scopes "
+        "(system/*.read, system/*.write), decide what it may call, and a client writes only "
+        "under its own identifier systems (docs/authorization.md).",
     }
     if settings.jwt_public_key or settings.jwt_secret:
         security["service"] = [

@@ -98,27 +98,23 @@ def test_clients_file_and_default_client(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("first", "second"),
+    "second",
     [
-        (("https://a.example/",), ("https://a.example/",)),  # same namespace
-        (("https://a.example/",), ("https://a.example/sub/",)),  # one under the other
-        ((), ("https://a.example/fhir/identifier/x",)),  # a system under a namespace
-    ],
-)
-def test_overlapping_systems_refuse_to_start(
-    tmp_path: Path, first: tuple[str, ...], second: tuple[str, ...]
-) -> None:
-    clients = [
-        entry("one", "https://a.example/", "write", identifier_systems=list(first[1:])),
+        entry("two", "https://a.example/", "write"),  # the same namespace
+        entry("two", "https://a.example/sub/", "write"),  # a namespace under the other
         entry(
             "two",
-            second[0] if second[0].endswith("/") else "https://b.example/",
+            "https://b.example/",
             "write",
-            identifier_systems=[] if second[0].endswith("/") else list(second),
+            identifier_systems=["https://a.example/fhir/identifier/mrn"],  # a system under it
         ),
-    ]
+        entry("two", "https://b.example/", "write", identifier_systems=["urn:oid:9.9"]),
+    ],
+)
+def test_overlapping_systems_refuse_to_start(tmp_path: Path, second: dict[str, Any]) -> None:
+    first = entry("one", "https://a.example/", "write", identifier_systems=["urn:oid:9.9"])
     with pytest.raises(ConfigError, match=r"FHIR_ADAPTER_CLIENTS: clients 'one' and 'two'"):
-        load_registry(settings_with(tmp_path, *clients))
+        load_registry(settings_with(tmp_path, first, second))
 
 
 def test_default_client_overlap_names_both_variables(tmp_path: Path) -> None:

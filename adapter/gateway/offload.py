@@ -29,7 +29,9 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -49,12 +51,35 @@ _PROCESS_POOLS: dict[int, ProcessPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Run in each worker: exit as soon as the gateway process is gone.
+
+    A worker blocks reading its task queue, whose write end its siblings hold too, so a
+    gateway killed with SIGKILL would leave its workers waiting for ever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     """The interpreter's process pool of ``workers`` processes (spawned: no fork of threads)."""
     with _POOLS_LOCK:
         pool = _PROCESS_POOLS.get(workers)
         if pool is None:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             _PROCESS_POOLS[workers] = pool
         return pool
 

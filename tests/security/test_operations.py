@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -516,3 +518,21 @@ def test_docs_the_code_names_exist_and_cover_every_variable() -> None:
     assert len(variables) > 30
     missing = sorted(v for v in variables if v not in documented)
     assert not missing, missing
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+
+def test_a_killed_gateway_leaves_no_worker_processes(tmp_path: Path) -> None:
+    process = Gateway(gateway_env(tmp_path), tmp_path / "killed.log").start()
+    assert process.process is not None
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while len(children) < 2:  # the two body workers (and multiprocessing's tracker)
+        assert time.monotonic() < deadline, "no worker processes started"
+        time.sleep(0.2)
+        children = psutil.Process(process.process.pid).children(recursive=True)
+    process.process.send_signal(signal.SIGKILL)
+    process.process.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, alive

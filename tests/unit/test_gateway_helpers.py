@@ -106,7 +106,11 @@ class FakeUpstream:
         self.bundles.append(bundle)
         entries = []
         for index, entry in enumerate(bundle.get("entry", [])):
-            resource_type = entry["request"]["url"].split("?")[0].split("/")[0]
+            url = entry["request"]["url"]
+            if entry["request"]["method"] == "DELETE":  # a correction's removal
+                entries.append({"response": {"status": "204 No Content", "location": url}})
+                continue
+            resource_type = url.split("?")[0].split("/")[0]
             entries.append(
                 {
                     "response": {

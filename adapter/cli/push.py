@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"{source}: push failed: {exc}", file=sys.stderr)
                 continue
-            print(f"{source}: {len(result.references)} resources, {result.created} new")
+            print(
+                f"{source}: {len(result.references)} resources, {result.created} new, "
+                f"{result.updated} updated, {len(result.removed)} removed"
+            )
             if not args.quiet:
                 for reference in result.references:
                     print(f"  {reference}")
@@ -53,10 +56,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         commands,
         "push",
         help="convert case records and push them to a FHIR server",
-        description="Convert each record and POST it as one transaction. Every entry is a "
-        "conditional create on a business identifier (or a PUT to a derived id), so pushing "
-        "the same record again creates nothing new. Retries with backoff on 409/429/502/503/"
-        "504 and connection errors. Bearer token from FHIR_SERVER_TOKEN.",
+        description="Convert each record and send it as one transaction that makes the server "
+        "equal to the record: every entry is a conditional update on a business identifier "
+        "(or a PUT to a derived id), and resources an earlier version of the record produced "
+        "but this one no longer does are deleted. Pushing the same record again changes "
+        "nothing. A concurrent change of the same record (409/412) is re-planned; retries with "
+        "backoff on 429/502/503/504 and connection errors. Bearer token from "
+        "FHIR_SERVER_TOKEN.",
         epilog="example: fhir-adapter push examples/cases/*.json --server http://127.0.0.1:8089/fhir",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="case record files or folders")

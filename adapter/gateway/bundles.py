@@ -197,8 +197,14 @@ def add_gateway_provenance(
     instance_id: str,
     recorded: float,
     namespace: str,
+    targets: Sequence[str] | None = None,
 ) -> None:
     """Append a Provenance saying who pushed the Bundle, when, through which gateway.
+
+    ``targets`` (fullUrls) narrows what it points at; by default every entry. A case record
+    passes its own Provenance's fullUrl, which names every resource in turn: pointing at
+    the resources directly would make every later correction's deletions collide with the
+    server's referential integrity.
 
     It is PUT to ``Provenance/gw-<submission id>`` so that re-delivering the stored Bundle
     updates the same resource instead of creating another. Its targets are the entries'
@@ -207,19 +213,20 @@ def add_gateway_provenance(
     adds Provenance to transactions only.
     """
     entries: list[dict[str, Any]] = bundle["entry"]
-    targets = []
+    all_targets = []
     for index, entry in enumerate(entries):
         if not entry.get("fullUrl"):
             entry["fullUrl"] = (
                 f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{submission_id}/{index}')}"
             )
-        targets.append({"reference": entry["fullUrl"]})
+        all_targets.append({"reference": entry["fullUrl"]})
+    pointed = all_targets if targets is None else [{"reference": t} for t in targets]
     base = namespace.rstrip("/")
     provenance_id = f"gw-{submission_id}"
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
         "id": provenance_id,
-        "target": targets,
+        "target": pointed,
         "recorded": _now_instant(recorded),
         "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE"}]},
         "agent": [

@@ -22,7 +22,7 @@ from adapter.fhir import AsyncFhirClient, BearerTokenAuth, FhirClient, RetryPoli
 from adapter.gateway.auth import Authenticator
 from adapter.gateway.bundles import add_gateway_provenance
 from adapter.gateway.config import PREFIX, ConfigError, Settings
-from adapter.gateway.outbox import NewSubmission, Outbox, Submission, open_outbox
+from adapter.gateway.outbox import NewSubmission, Outbox, State, Submission, open_outbox
 from adapter.gateway.outcomes import (
     GatewayError,
     Issue,
@@ -33,6 +33,7 @@ from adapter.gateway.outcomes import (
 from adapter.gateway.views import submission_location, submission_view
 from adapter.gateway.worker import Breaker, DeliveryWorker
 from adapter.mapping import ConversionOptions
+from adapter.reconcile import manifest_full_url, record_key
 
 __all__ = ["Gateway", "upstream_auth"]
 
@@ -153,13 +154,19 @@ class Gateway:
 
         The row is committed before any answer, so whatever happens to this process after
         this point, the submission is either delivered or in the queue.
+
+        A case record's row carries its record key, so the outbox delivers the versions of
+        one record one at a time and in order: while an earlier version is being delivered
+        the new one is queued (202), and it supersedes earlier versions still waiting.
         """
         if self.client is None or self.worker is None:
             raise no_upstream()
         submission_id = str(uuid.uuid4())
         now = time.time()
         bundle_type = str(bundle.get("type") or "transaction")
+        key = record_key(bundle) if kind == "case-record" else None
         if bundle_type == "transaction":
+            manifest = manifest_full_url(bundle, key) if key is not None else None
             add_gateway_provenance(
                 bundle,
                 submission_id=submission_id,
@@ -167,6 +174,7 @@ class Gateway:
                 instance_id=self.settings.instance_id,
                 recorded=now,
                 namespace=self.settings.namespace,
+                targets=None if manifest is None else [manifest],
             )
         new = NewSubmission(
             id=submission_id,
@@ -176,6 +184,7 @@ class Gateway:
             payload=orjson.dumps(bundle),
             replay_safe=replay_safe,
             warnings=warnings,
+            record_key=None if key is None else key.label,
         )
         try_now = not self.breaker.is_open(now)
         lease = self.worker.lease(now) if try_now else None
@@ -183,11 +192,16 @@ class Gateway:
         row: Submission | None = await asyncio.to_thread(
             self.outbox.add, new, now=now, lease=lease, due=due
         )
-        if lease is None:
+        if lease is None or row is None or row.state is not State.DELIVERING:
             self.worker.notify()
         else:
             row = await self.worker.attempt(
-                submission_id, lease.token, bundle_type, bundle, replay_safe
+                submission_id,
+                lease.token,
+                bundle_type,
+                bundle,
+                replay_safe,
+                case_record=key is not None,
             )
             if row is None:  # lease lost (only if the attempt outlived it): read it back
                 row = await asyncio.to_thread(self.outbox.get, submission_id)

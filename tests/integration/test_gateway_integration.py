@@ -217,7 +217,11 @@ def test_push_lands_on_hapi(tmp_path: Path, proxy: TcpProxy, hapi: httpx.Client)
 
     provenance = hapi.get(f"Provenance/gw-{view['id']}").json()
     assert provenance["agent"][0]["who"]["display"].startswith("api-key:")
-    assert f"Patient/{patient['id']}" in {t["reference"] for t in provenance["target"]}
+    # It points at the record's own Provenance, which names the Patient and everything else.
+    [target] = provenance["target"]
+    assert target["reference"].startswith("Provenance/")
+    record_provenance = hapi.get(target["reference"]).json()
+    assert f"Patient/{patient['id']}" in {t["reference"] for t in record_provenance["target"]}
 
 
 def test_pull_through_gateway(tmp_path: Path, proxy: TcpProxy) -> None:

@@ -200,12 +200,24 @@ def test_push_case_record_delivered_201(client: TestClient, upstream: FakeUpstre
     provenance = provenance_entry["resource"]
     assert provenance["agent"][0]["who"]["display"].startswith("api-key:")
     assert "test-gateway" in provenance["agent"][1]["who"]["display"]
-    targets = {t["reference"] for t in provenance["target"]}
-    assert targets == {e["fullUrl"] for e in sent["entry"][:-1]}
-    # Everything else is a conditional create or a PUT: re-delivery duplicates nothing.
+    # It points at the record's own Provenance, which names every resource: pointing at the
+    # resources would block a later correction from deleting one (referential integrity).
+    [record_provenance] = [
+        e for e in sent["entry"][:-1] if e["resource"]["resourceType"] == "Provenance"
+    ]
+    assert provenance["target"] == [{"reference": record_provenance["fullUrl"]}]
+    # Everything else is a conditional update or a PUT by id: re-delivery duplicates nothing.
     for entry in sent["entry"][:-1]:
         request = entry["request"]
-        assert request["method"] == "PUT" or request["ifNoneExist"]
+        assert request["method"] == "PUT"
+        resource = entry["resource"]
+        assert request["url"].startswith(f"{resource['resourceType']}?identifier=") or (
+            request["url"] == f"{resource['resourceType']}/{resource['id']}"
+        )
+    # The delivery read the record's state first: nothing there, so nothing to delete.
+    assert upstream.state_route.call_count == 1
+    assert "ifMatch" not in record_provenance["request"]
+    assert all(e["request"]["method"] != "DELETE" for e in sent["entry"])
 
 
 def test_every_example_pushes_a_valid_bundle(case_name: str, tmp_path: Path) -> None:
@@ -301,15 +313,16 @@ def test_breaker_queues_without_waiting_on_a_dead_upstream(
     with running(settings) as client:
         first = client.post("/case-records", content=record_bytes(), headers=HEADERS)
         assert first.status_code == 202
-        assert upstream.transaction_route.call_count >= 1
+        # (a case record's delivery starts by reading its state: that is the first call)
+        assert upstream.state_route.call_count + upstream.transaction_route.call_count >= 1
         # A different record, so that the worker's own (jittered, possibly immediate) retry of
         # the first push cannot be mistaken for the second push reaching the upstream.
         second_body = record_bytes(record_id="breaker-second")
         second = client.post("/case-records", content=second_body, headers=HEADERS)
         assert second.status_code == 202
         assert second.json()["attempts"] == 0
-        sent = [call.request.content for call in upstream.transaction_route.calls]
-        assert not any(b"breaker-second" in body for body in sent)
+        calls = [*upstream.state_route.calls, *upstream.transaction_route.calls]
+        assert not any(b"breaker-second" in call.request.content for call in calls)
 
 
 def test_max_attempts_gives_up(tmp_path: Path, upstream: FakeUpstream) -> None:
@@ -382,11 +395,12 @@ def test_outbox_survives_recreating_the_app(tmp_path: Path, upstream: FakeUpstre
     settings = make_settings(tmp_path, retry_base_seconds=60.0, retry_max_seconds=60.0)
     upstream.mode = "down"
     with running(settings) as client:
+        # Three different records: versions of one record would supersede each other.
         locations = [
-            client.post("/case-records", content=record_bytes(), headers=HEADERS).headers[
-                "location"
-            ]
-            for _ in range(3)
+            client.post(
+                "/case-records", content=record_bytes(record_id=f"survivor-{n}"), headers=HEADERS
+            ).headers["location"]
+            for n in range(3)
         ]
     upstream.mode = "ok"
     # A new app on the same file; fast retries so the due rows go out at once.
@@ -970,6 +984,7 @@ def test_shutdown_hands_in_flight_deliveries_back(tmp_path: Path, upstream: Fake
         response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
         assert response.status_code == 202
         upstream.transaction_route.mock(side_effect=slow)
+        upstream.mode = "ok"  # the state read before the transaction goes through
         assert started.wait(10)
     outbox = SqliteOutbox(settings.db)
     row = outbox.get(response.json()["id"])

@@ -86,6 +86,11 @@ class FakeUpstream:
         self.router = router
         self.bundles: list[dict[str, Any]] = []
         self.mode: str | Callable[[httpx.Request], httpx.Response] = "ok"
+        # A case record's delivery first reads the record's state (a batch with one search
+        # for its Provenance): this fake server has none. Matched before the transactions.
+        self.state_route = router.post(
+            UPSTREAM, json__type="batch", json__entry__0__request__method="GET"
+        ).mock(side_effect=self._state)
         self.transaction_route = router.post(UPSTREAM).mock(side_effect=self._transaction)
         self.metadata_route = router.get(f"{UPSTREAM}/metadata").mock(side_effect=self._metadata)
 
@@ -101,7 +106,11 @@ class FakeUpstream:
         self.bundles.append(bundle)
         entries = []
         for index, entry in enumerate(bundle.get("entry", [])):
-            resource_type = entry["request"]["url"].split("?")[0].split("/")[0]
+            url = entry["request"]["url"]
+            if entry["request"]["method"] == "DELETE":  # a correction's removal
+                entries.append({"response": {"status": "204 No Content", "location": url}})
+                continue
+            resource_type = url.split("?")[0].split("/")[0]
             entries.append(
                 {
                     "response": {
@@ -117,6 +126,22 @@ class FakeUpstream:
         return httpx.Response(
             200,
             json={"resourceType": "Bundle", "type": kind, "entry": entries},
+            headers={"Content-Type": "application/fhir+json"},
+        )
+
+    def _state(self, request: httpx.Request) -> httpx.Response:
+        if self.mode == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.mode == "unavailable":
+            return outcome(503, "transient", "server starting")
+        searchset = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+        return httpx.Response(
+            200,
+            json={
+                "resourceType": "Bundle",
+                "type": "batch-response",
+                "entry": [{"resource": searchset, "response": {"status": "200 OK"}}],
+            },
             headers={"Content-Type": "application/fhir+json"},
         )
 

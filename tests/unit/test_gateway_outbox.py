@@ -55,7 +55,9 @@ def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
     store.close()
 
 
-def new(submission_id: str | None = None, replay_safe: bool = True) -> NewSubmission:
+def new(
+    submission_id: str | None = None, replay_safe: bool = True, record_key: str | None = None
+) -> NewSubmission:
     return NewSubmission(
         id=submission_id or str(uuid.uuid4()),
         kind="case-record",
@@ -64,6 +66,7 @@ def new(submission_id: str | None = None, replay_safe: bool = True) -> NewSubmis
         payload=b'{"resourceType":"Bundle"}',
         replay_safe=replay_safe,
         warnings=("a warning",),
+        record_key=record_key,
     )
 
 
@@ -201,7 +204,13 @@ def test_counts_and_ping(outbox: Outbox) -> None:
     outbox.add(new(), now=1000.0, lease=None)
     outbox.add(new(), now=1000.0, lease=Lease("x", "gw", 2000.0))
     counts = outbox.counts()
-    assert counts == {"queued": 1, "delivering": 1, "delivered": 0, "failed": 0}
+    assert counts == {
+        "queued": 1,
+        "delivering": 1,
+        "delivered": 0,
+        "failed": 0,
+        "superseded": 0,
+    }
     assert outbox.next_due() == 1000.0
 
 
@@ -264,3 +273,81 @@ def test_gateway_on_postgres_queues_and_delivers(tmp_path: Path) -> None:
         upstream.mode = "ok"
         wait_for_status(client, response.headers["location"], "delivered")
         assert client.get("/readyz").status_code == 200
+
+
+# -- one record, several versions: delivered one at a time, in order, never older after newer
+
+
+RECORD = "https://ns.example.org/fhir/identifier/case-record|case-1"
+
+
+def finish(outbox: Outbox, submission_id: str, token: str, state: State, now: float) -> None:
+    assert outbox.finish(
+        submission_id,
+        token,
+        state=state,
+        now=now,
+        upstream_status=200 if state is State.DELIVERED else 503,
+        response=None,
+        error=None if state is State.DELIVERED else "HTTP 503",
+        next_attempt_at=now if state is State.QUEUED else None,
+    )
+
+
+def test_a_version_waits_while_the_previous_one_is_being_delivered(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    row = outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    assert row.state is State.QUEUED and row.lease_token is None and row.attempts == 0
+    assert claim(outbox, now=1002.0) == []  # v1 is still being delivered
+    assert outbox.next_due() is None  # and the worker does not spin on the blocked row
+    finish(outbox, "v1", "a", State.DELIVERED, 1003.0)
+    assert outbox.next_due() == 1001.0
+    assert claim(outbox, now=1004.0) == ["v2"]
+
+
+def test_a_newer_version_supersedes_a_waiting_one(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=None, due=1100.0)
+    outbox.add(new("other", record_key=RECORD + "-2"), now=1000.5, lease=None)
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=None)
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED and v1.payload is None
+    assert v1.error is not None and "superseded by submission v2" in v1.error
+    assert sorted(claim(outbox, now=2000.0)) == ["other", "v2"]  # other records unaffected
+    assert outbox.counts()["superseded"] == 1
+
+
+def test_an_older_version_retried_after_a_newer_arrived_is_never_sent(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    finish(outbox, "v1", "a", State.QUEUED, 1002.0)  # v1's attempt failed: back to the queue
+    assert claim(outbox, now=1003.0) == ["v2"]
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED
+    finish(outbox, "v2", "t1", State.DELIVERED, 1004.0)
+    assert claim(outbox, now=1005.0, token="t2") == []
+
+
+def test_an_expired_lease_does_not_let_an_older_version_overtake(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=None)
+    assert outbox.requeue_expired(1061.0) == 1  # the gateway delivering v1 died
+    assert claim(outbox, now=1062.0) == ["v2"]
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED
+
+
+def test_versions_accepted_in_the_same_instant_are_ordered_by_id(outbox: Outbox) -> None:
+    outbox.add(new("b", record_key=RECORD), now=1000.0, lease=None)
+    outbox.add(new("a", record_key=RECORD), now=1000.0, lease=None)
+    assert claim(outbox, now=1001.0) == ["b"]
+    a = outbox.get("a")
+    assert a is not None and a.state is State.SUPERSEDED
+
+
+def test_rows_without_a_record_key_are_never_held_back(outbox: Outbox) -> None:
+    outbox.add(new("x1"), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    row = outbox.add(new("x2"), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    assert row.state is State.DELIVERING
+    outbox.add(new("x3"), now=1002.0, lease=None)
+    outbox.add(new("x4"), now=1003.0, lease=None)
+    assert sorted(claim(outbox, now=1004.0)) == ["x3", "x4"]

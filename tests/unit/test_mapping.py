@@ -155,16 +155,19 @@ def test_required_bindings_and_reference_targets(case_name: str) -> None:
                     assert target in allowed_targets, (kind, path, target)
 
 
-def test_conditional_create_or_put_on_every_entry(case_name: str) -> None:
-    for entry in bundle_of(case_name)["entry"]:
-        request = entry["request"]
+@pytest.mark.parametrize("version", VERSIONS)
+def test_conditional_update_or_put_on_every_entry(case_name: str, version: str) -> None:
+    for entry in bundle_of(case_name, version)["entry"]:
+        request, resource = entry["request"], entry["resource"]
         assert entry["fullUrl"].startswith("urn:uuid:")
-        if request["method"] == "POST":
-            assert request["ifNoneExist"].startswith("identifier=")
+        assert request["method"] == "PUT" and set(request) == {"method", "url"}
+        if "id" in resource:  # Provenance and AdverseEvent: PUT to the derived id
+            assert request["url"] == f"{resource['resourceType']}/{resource['id']}"
         else:
-            assert request["method"] == "PUT"
-            assert (
-                request["url"] == f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+            identifier = resource["identifier"][0]
+            assert request["url"] == (
+                f"{resource['resourceType']}?identifier={identifier['system']}|"
+                f"{identifier['value']}"
             )
 
 

@@ -62,7 +62,7 @@ async def push_case_record(
         kind="case-record",
         bundle=outcome.bundle,
         principal=principal.name,
-        replay_safe=True,  # the mappers emit only conditional creates and PUTs
+        replay_safe=True,  # conditional updates and PUTs, planned at each delivery
         warnings=tuple(outcome.warnings),
     )
     record = audit_record(request.scope)

@@ -106,7 +106,7 @@ def _max_prefix(brackets: str) -> int:
     return max(itertools.accumulate(steps), default=0)
 
 
-def _nesting_depth_exceeds(text: str, limit: int = MAX_DEPTH) -> bool:
+def _nesting_depth_exceeds(text: str, limit: int = MAX_DEPTH, max_runs: int = _MAX_RUNS) -> bool:
     """Whether brackets outside strings run deeper than ``limit``; linear, mostly in C.
 
     The depth is the largest running sum (``[`` and ``{`` +1, ``]`` and ``}`` -1), as a
@@ -121,7 +121,7 @@ def _nesting_depth_exceeds(text: str, limit: int = MAX_DEPTH) -> bool:
     if brackets.count("[") <= limit:
         return False
     reduced, rounds = brackets, 0
-    while rounds < limit and reduced.count("[]") + reduced.count("][") > _MAX_RUNS:
+    while rounds < limit and reduced.count("[]") + reduced.count("][") > max_runs:
         reduced, rounds = reduced.replace("[]", ""), rounds + 1
     lower = _max_prefix(reduced)
     if lower > limit:
@@ -215,14 +215,17 @@ def _integral_floats_to_ints(value: Any) -> None:
                 stack.append(item)
 
 
-def _member_count(compact: bytes) -> int:
-    """Object members in orjson's compact output, or fewer, never more.
-
-    Each key ends in ``":``; inside a string a quote is always escaped, so an in-string
-    ``":`` is ``\\":`` and is taken off again (as is, wrongly, a key ending in a backslash, which
-    only makes the count smaller: the caller then asks the reference parser).
-    """
-    return compact.count(b'":') - compact.count(b'\\":')
+def _member_count(value: Any) -> int:
+    """Object members in a parsed value (containers only are visited, not scalars)."""
+    count = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is dict:
+            count += len(node)
+            node = node.values()
+        stack.extend([x for x in node if x.__class__ is dict or x.__class__ is list])
+    return count
 
 
 def _fast_parse(text: str) -> dict[str, Any] | None:
@@ -244,8 +247,10 @@ def _fast_parse(text: str) -> dict[str, Any] | None:
         if math.isinf(number):
             return None
         integral = integral or (number.is_integer() and abs(number) < 2**53)
-    if skeleton.count(":") != _member_count(orjson.dumps(value)):
-        return None  # a duplicate key, which orjson dropped
+    # Outside strings every member of the text has one ":"; if the parsed value has fewer
+    # members, orjson dropped a duplicate key (the reference refuses those).
+    if skeleton.count(":") != _member_count(value):
+        return None
     if integral:
         _integral_floats_to_ints(value)
     return value

@@ -6,9 +6,10 @@ microseconds; the ``jsonschema`` package, which words the path-named errors user
 ``examples/invalid/*.expected`` pin), runs only on a record the fast validator refused. Where
 the two could disagree, the fast one is made to behave like the reference:
 
-* ``pattern`` is checked by Python's ``re`` (``search``, as ``jsonschema`` does) through a
-  custom keyword, because Rust's regex dialect differs at the edges (``$`` before a final
-  newline, what ``\\s`` matches);
+* ``pattern`` is checked by Python's ``re`` in both (``search``, through a custom keyword in
+  jsonschema-rs), because Rust's regex dialect differs at the edges (what ``\\s`` matches);
+  and in both ``$`` means the end of the string, as in the ECMA-262 dialect JSON Schema
+  specifies, not "or before a final newline" as in Python: ``"t1\\n"`` is not a local id;
 * formats are checked by the same Python functions in both, and formats the reference does not
   check (it checks only ``partial-date`` and ``date-time``) are not checked by the fast one;
 * if the fast validator cannot take a record (a number beyond 64 bits, a lone surrogate) or
@@ -131,7 +132,46 @@ def _formats(schema: Any) -> set[str]:
     return found
 
 
+@lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A schema ``pattern`` as a Python regex whose ``$`` matches only at the very end.
+
+    Python's ``$`` also matches before a final newline, so ``^[a-z]+$`` accepted ``"abc\\n"``;
+    every ``$`` outside a character class and not escaped becomes ``\\Z``.
+    """
+    out: list[str] = []
+    index, in_class = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index : index + 2])
+            index += 2
+            continue
+        if in_class:
+            if char == "]" and not (out and out[-1] in ("[", "[^")):
+                in_class = False
+        elif char == "[":
+            in_class = True
+            if pattern.startswith("[^", index):
+                out.append("[^")
+                index += 2
+                continue
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+        index += 1
+    return re.compile("".join(out))
+
+
 # -- the reference: jsonschema, whose errors users read ----------------------------------------
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """``pattern`` with :func:`compile_pattern`'s reading of ``$``."""
+    if isinstance(instance, str) and compile_pattern(pattern).search(instance) is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 _STANDARD_FORMAT = Draft202012Validator.VALIDATORS["format"]
@@ -151,7 +191,9 @@ def _format_then_window(
         )
 
 
-_ReferenceValidator = validators.extend(Draft202012Validator, {"format": _format_then_window})
+_ReferenceValidator = validators.extend(
+    Draft202012Validator, {"format": _format_then_window, "pattern": _pattern}
+)
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -192,10 +234,10 @@ def reference_errors(record: Any) -> Iterator[ValidationError]:
 
 
 class _PythonPattern:
-    """``pattern`` as the reference checks it: Python's ``re.search`` on strings."""
+    """``pattern`` as the reference checks it: :func:`compile_pattern`, ``search``, strings."""
 
     def __init__(self, parent_schema: Any, value: str, schema_path: Any) -> None:
-        self.search = re.compile(value).search
+        self.search = compile_pattern(value).search
 
     def validate(self, instance: Any) -> None:
         if isinstance(instance, str) and self.search(instance) is None:

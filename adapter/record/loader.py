@@ -186,21 +186,6 @@ def _reference_parse(text: str) -> dict[str, Any]:
     return value
 
 
-def _within_depth(skeleton: str) -> bool:
-    """Nesting of well-formed JSON at most MAX_DEPTH, by rounds of stripping innermost pairs.
-
-    Only for text the parser accepted (brackets pair up). With one kind of bracket a round
-    removes exactly one level (``{[]}`` could otherwise vanish in one), and each round is one
-    ``str.replace``, so a record 8 levels deep costs 8 short C loops.
-    """
-    brackets = _NOT_BRACKET.sub("", skeleton).replace("{", "[").replace("}", "]")
-    for _ in range(MAX_DEPTH):
-        if not brackets:
-            return True
-        brackets = brackets.replace("[]", "")
-    return not brackets
-
-
 def _integral_floats_to_ints(value: Any) -> None:
     """What ``_number`` does in the reference parser, applied in place after orjson."""
     stack = [value]
@@ -215,17 +200,25 @@ def _integral_floats_to_ints(value: Any) -> None:
                 stack.append(item)
 
 
-def _member_count(value: Any) -> int:
-    """Object members in a parsed value (containers only are visited, not scalars)."""
-    count = 0
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if node.__class__ is dict:
-            count += len(node)
-            node = node.values()
-        stack.extend([x for x in node if x.__class__ is dict or x.__class__ is list])
-    return count
+def _members_within_depth(value: Any) -> int | None:
+    """Object members of a parsed value, or None when it nests deeper than MAX_DEPTH.
+
+    Level by level over containers only (scalars are not visited one by one in Python), so
+    the depth comes with the count at no extra cost.
+    """
+    members = 0
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        below: list[Any] = []
+        for node in level:
+            if node.__class__ is dict:
+                members += len(node)
+                node = node.values()
+            below += [x for x in node if x.__class__ is dict or x.__class__ is list]
+        if not below:
+            return members
+        level = below
+    return None
 
 
 def _fast_parse(text: str) -> dict[str, Any] | None:
@@ -237,8 +230,6 @@ def _fast_parse(text: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
     skeleton = _skeleton(text)
-    if not _within_depth(skeleton):
-        return None
     integral = False
     for token in _DELICATE_NUMBER.findall(skeleton):
         if token.isdigit():
@@ -249,7 +240,7 @@ def _fast_parse(text: str) -> dict[str, Any] | None:
         integral = integral or (number.is_integer() and abs(number) < 2**53)
     # Outside strings every member of the text has one ":"; if the parsed value has fewer
     # members, orjson dropped a duplicate key (the reference refuses those).
-    if skeleton.count(":") != _member_count(value):
+    if skeleton.count(":") != _members_within_depth(value):
         return None
     if integral:
         _integral_floats_to_ints(value)

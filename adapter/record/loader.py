@@ -85,7 +85,6 @@ def _constant(text: str) -> float:
 # after it could make it recurse.
 _STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
-_STEP = {"[": 1, "]": -1}
 _BRACKET_RUN = re.compile(r"\[++|\]++")
 _MAX_RUNS = 100_000
 # Numbers (unsigned) outside strings that orjson and the reference parser may turn into different
@@ -106,16 +105,19 @@ def _max_prefix(brackets: str) -> int:
     return max(itertools.accumulate(steps), default=0)
 
 
-def _nesting_depth_exceeds(text: str, limit: int = MAX_DEPTH, max_runs: int = _MAX_RUNS) -> bool:
+def _nesting_depth_exceeds(
+    text: str, limit: int = MAX_DEPTH, max_runs: int = _MAX_RUNS
+) -> bool | None:
     """Whether brackets outside strings run deeper than ``limit``; linear, mostly in C.
 
     The depth is the largest running sum (``[`` and ``{`` +1, ``]`` and ``}`` -1), as a
     per-character loop would compute it, but a hostile body of millions of brackets must not
     cost a Python step each. So rounds of ``str.replace("[]", "")`` first strip innermost pairs
-    while there are too many runs to sum, then the runs are summed. Stripping ``r`` rounds
-    lowers the largest running sum by at most ``r`` (by exactly ``r`` for well-formed JSON);
-    only when that leaves the answer open (malformed text right at the limit) is every
-    character summed.
+    while there are too many runs to sum, then the runs are summed. ``r`` rounds lower the
+    largest running sum by at most ``r``, and by exactly ``r`` for well-formed JSON, so the
+    answer is exact for JSON the parser would accept. None means "not decided": malformed
+    text whose depth lies between ``limit`` and ``2 * limit``, which the parser may take safely
+    (it recurses far less than its own limit) and will refuse as malformed.
     """
     brackets = _NOT_BRACKET.sub("", _skeleton(text)).replace("{", "[").replace("}", "]")
     if brackets.count("[") <= limit:
@@ -128,7 +130,7 @@ def _nesting_depth_exceeds(text: str, limit: int = MAX_DEPTH, max_runs: int = _M
         return True
     if max(lower, 0) + rounds <= limit:
         return False
-    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
+    return None
 
 
 def _fail(message: str, rule: str = "json") -> RecordInputError:
@@ -165,7 +167,8 @@ def _non_finite_errors(value: Any) -> list[RecordError]:
 
 def _reference_parse(text: str) -> dict[str, Any]:
     """The parse that defines the result and words every error (the ``json`` module)."""
-    if _nesting_depth_exceeds(text):
+    too_deep = _nesting_depth_exceeds(text)
+    if too_deep:
         raise _fail(f"JSON nested deeper than {MAX_DEPTH} levels", "depth")
     try:
         value = json.loads(
@@ -178,6 +181,9 @@ def _reference_parse(text: str) -> dict[str, Any]:
         raise _fail(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # duplicate keys, out-of-range numbers
         raise _fail(f"invalid JSON: {exc}") from None
+    # Undecided before parsing, and well-formed after all: measure the parsed value.
+    if too_deep is None and _members_within_depth(value) is None:
+        raise _fail(f"JSON nested deeper than {MAX_DEPTH} levels", "depth")
     if not isinstance(value, dict):
         raise _fail(f"expected a JSON object, got {type(value).__name__}", "type")
     errors = _non_finite_errors(value)
@@ -207,18 +213,17 @@ def _members_within_depth(value: Any) -> int | None:
     the depth comes with the count at no extra cost.
     """
     members = 0
-    level = [value]
+    level = [value] if value.__class__ is dict or value.__class__ is list else []
     for _ in range(MAX_DEPTH):
         below: list[Any] = []
         for node in level:
-            if node.__class__ is dict:
-                members += len(node)
-                node = node.values()
-            below += [x for x in node if x.__class__ is dict or x.__class__ is list]
+            children = node.values() if node.__class__ is dict else node
+            members += len(node) if node.__class__ is dict else 0
+            below += [x for x in children if x.__class__ is dict or x.__class__ is list]
         if not below:
             return members
         level = below
-    return None
+    return None if level else members
 
 
 def _fast_parse(text: str) -> dict[str, Any] | None:

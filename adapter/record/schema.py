@@ -289,3 +289,27 @@ def schema_valid(record: Any) -> bool:
         except Exception:  # a value jsonschema-rs cannot take: the reference decides
             pass
     return next(iter(reference_errors(record)), None) is None
+
+
+def fast_error_count(record: Any) -> int | None:
+    """How many errors the reference would report (as rendered for users), counted in Rust.
+
+    One per failing keyword and location, except that the rendering gives one error per
+    unknown property and per missing property; None when the fast validator is not available
+    for this schema or this record. Lets a capped caller skip rendering errors it will not
+    show (tests/unit/test_schema_fast.py checks the count against the reference).
+    """
+    fast = fast_validator()
+    if fast is None:
+        return None
+    try:
+        count = 0
+        for error in fast.iter_errors(record):
+            kind = error.kind
+            if kind.name == "additionalProperties":
+                count += len(kind.as_dict()["unexpected"])
+            else:
+                count += 1
+        return count
+    except Exception:  # a value jsonschema-rs cannot take
+        return None

@@ -21,7 +21,12 @@ from adapter import terminology
 from adapter.mappings import regimens, staged_conditions
 from adapter.record.dates import PartialDate
 from adapter.record.errors import RecordError, RecordErrors, json_path
-from adapter.record.schema import DATE_WINDOW_RULE, reference_errors, schema_valid
+from adapter.record.schema import (
+    DATE_WINDOW_RULE,
+    fast_error_count,
+    reference_errors,
+    schema_valid,
+)
 
 
 def _short(value: Any) -> str:
@@ -264,6 +269,16 @@ def _detailed_schema_errors(record: dict[str, Any]) -> list[RecordError]:
     return [e for err in reference_errors(record) for e in _schema_errors(err)]
 
 
+def _first_schema_errors(record: dict[str, Any], wanted: int) -> list[RecordError]:
+    """The first ``wanted`` distinct errors in the reference's order (schema, then index)."""
+    found: set[RecordError] = set()
+    for error in reference_errors(record):
+        found.update(_schema_errors(error))
+        if len(found) >= wanted:
+            break
+    return sorted(found)[:wanted]
+
+
 def validate_record(record: dict[str, Any], max_errors: int | None = None) -> RecordErrors:
     """All problems of a record, sorted by path; an empty list means the record is valid.
 
@@ -271,16 +286,23 @@ def validate_record(record: dict[str, Any], max_errors: int | None = None) -> Re
     guarantees, and a shape error is what the author needs to fix first anyway.
 
     ``max_errors`` caps the list (for HTTP responses: a hostile record may carry 40,000
-    errors); the result then holds the first ``max_errors`` in path order and ``omitted``
-    counts the rest.
+    errors); the result then holds at most ``max_errors`` errors, sorted by path, and
+    ``omitted`` counts the rest. When a record has many more schema errors than the cap, the
+    ones kept are the first the validator meets (in the order of the schema's properties,
+    then of array items), not necessarily the smallest paths: rendering all of them would cost
+    tens of microseconds each, and the count comes from the fast validator instead.
     """
+    kept = None if max_errors is None else max(max_errors, 0)
     errors: list[RecordError] = []
     if not schema_valid(record):
+        total = fast_error_count(record) if kept is not None else None
+        if kept is not None and total is not None and total > 2 * kept + 10:
+            first = _first_schema_errors(record, kept)
+            return RecordErrors(first, omitted=max(total - len(first), 0))
         errors = _detailed_schema_errors(record)
     if not errors:
         errors = list(_semantic_errors(record))
     ordered = sorted(set(errors))
-    if max_errors is None or len(ordered) <= max_errors:
+    if kept is None or len(ordered) <= kept:
         return RecordErrors(ordered)
-    kept = max(max_errors, 0)
     return RecordErrors(ordered[:kept], omitted=len(ordered) - kept)

@@ -81,11 +81,15 @@ def test_fast_parser_takes_synthetic_records_with_integral_floats() -> None:
         ('{"a": 1e400}', "overflow"),
         ('[{"a": 1}]', "not an object"),
         ('{"a": "\\ud800"}', "lone surrogate"),
-        ("{" * 40 + '"a": ' + "[" * 30 + "]" * 30 + "}" * 40, "deeper than the limit"),
+        ('{"a": ' * 40 + "[" * 30 + "]" * 30 + "}" * 40, "deeper than the limit"),
     ],
 )
 def test_fast_parser_steps_aside_where_it_could_differ(text: str, why: str) -> None:
     assert _fast_parse(text) is None, why
+
+
+def test_fast_parser_takes_nesting_up_to_the_limit() -> None:
+    assert _check_fast_matches_reference('{"a": ' * 40 + "[" * 24 + "]" * 24 + "}" * 40)
 
 
 def test_fast_parser_counts_keys_not_colons_in_strings() -> None:
@@ -166,9 +170,43 @@ def _depth_by_characters(text: str) -> int:
     max_runs=st.integers(0, 4),
 )
 def test_nesting_guard_equals_the_character_rule(text: str, limit: int, max_runs: int) -> None:
-    """Including when rounds of pair-stripping run first (``max_runs`` small forces them)."""
-    expected = _depth_by_characters(text) > limit
-    assert _nesting_depth_exceeds(text, limit, max_runs) is expected
+    """Including when rounds of pair-stripping run first (``max_runs`` small forces them);
+    undecided only for malformed text no deeper than twice the limit (safe to parse)."""
+    depth = _depth_by_characters(text)
+    verdict = _nesting_depth_exceeds(text, limit, max_runs)
+    if verdict is None:
+        assert limit < depth <= 2 * limit or depth <= limit
+        assert depth <= 2 * limit
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+    else:
+        assert verdict is (depth > limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.recursive(st.just(1), lambda x: st.lists(x, max_size=3), max_leaves=30))
+def test_nesting_guard_never_passes_too_deep_well_formed_json(value: Any) -> None:
+    """Well-formed JSON within the limit always passes; deeper is refused or left to the
+    parsed-value check (None), never passed."""
+    text = json.dumps(value)
+    depth = _depth_by_characters(text)
+    for limit in range(0, 8):
+        for max_runs in (0, 1, 100):
+            verdict = _nesting_depth_exceeds(text, limit, max_runs)
+            assert verdict is False if depth <= limit else verdict in (True, None)
+
+
+def test_malformed_spine_near_the_limit_is_parsed_safely() -> None:
+    """Deep enough, with enough runs, to leave the guard undecided: malformed, the parser
+    says where; well-formed, the parsed value is measured."""
+    text = "[" * 60 + "[[[[[[[[[[]]]]]]]]]]" * 60_000 + "]" * 60
+    with pytest.raises(RecordInputError) as caught:
+        parse_json_object(text.encode())
+    assert caught.value.errors[0].rule == "json"
+    well_formed = "[" * 60 + ",".join(["[[[[[[[[[[]]]]]]]]]]"] * 60_000) + "]" * 60
+    with pytest.raises(RecordInputError) as caught:
+        parse_json_object(well_formed.encode())
+    assert caught.value.errors[0].rule == "depth"
 
 
 def test_deep_nesting_is_refused_before_parsing() -> None:

@@ -74,15 +74,26 @@ def _record_with_bad_observations(count: int) -> dict[str, Any]:
 
 
 def test_max_errors_keeps_the_first_in_path_order_and_counts_the_rest() -> None:
-    record = _record_with_bad_observations(40)
+    record = _record_with_bad_observations(12)
     everything = validate_record(record)
-    assert len(everything) == 40 and everything.omitted == 0
-    capped = validate_record(record, max_errors=10)
+    assert len(everything) == 12 and everything.omitted == 0
+    capped = validate_record(record, max_errors=5)
     assert isinstance(capped, RecordErrors)
-    assert list(capped) == list(everything[:10])
-    assert (capped.omitted, capped.total) == (30, 40)
-    assert validate_record(record, max_errors=0).omitted == 40
+    assert list(capped) == list(everything[:5])
+    assert (capped.omitted, capped.total) == (7, 12)
     assert validate_record(record, max_errors=100) == everything
+
+
+def test_far_more_errors_than_the_cap_are_counted_not_rendered() -> None:
+    """40,000 bad observations (#11): the count comes from the fast validator, and only the
+    kept errors are rendered by the reference."""
+    record = _record_with_bad_observations(2000)
+    everything = validate_record(record)
+    capped = validate_record(record, max_errors=10)
+    assert len(capped) == 10 and capped.total == len(everything) == 2000
+    assert list(capped) == sorted(capped)
+    assert set(capped) <= set(everything)
+    assert validate_record(record, max_errors=0).omitted == 2000
 
 
 def test_a_valid_record_has_no_errors_and_nothing_omitted() -> None:

@@ -32,14 +32,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator, FormatChecker, validators
-from jsonschema.exceptions import ValidationError
 
 from adapter.mappings import case_record_schema
 from adapter.record.dates import EARLIEST_YEAR, LATEST_YEAR, in_date_window, is_partial_date
+
+if TYPE_CHECKING:  # jsonschema is imported only when a record is invalid (a second at start)
+    from jsonschema.exceptions import ValidationError
 
 
 def is_date_time(value: object) -> bool:
@@ -170,18 +171,21 @@ def _pattern(
     validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
     """``pattern`` with :func:`compile_pattern`'s reading of ``$``."""
+    from jsonschema.exceptions import ValidationError
+
     if isinstance(instance, str) and compile_pattern(pattern).search(instance) is None:
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-_STANDARD_FORMAT = Draft202012Validator.VALIDATORS["format"]
 
 
 def _format_then_window(
     validator: Any, fmt: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
     """The standard ``format`` keyword, then the window of years for dates that passed it."""
-    errors = list(_STANDARD_FORMAT(validator, fmt, instance, schema) or ())
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
+    standard = Draft202012Validator.VALIDATORS["format"]
+    errors = list(standard(validator, fmt, instance, schema) or ())
     yield from errors
     if not errors and fmt in WINDOWED_FORMATS and not in_date_window(instance):
         yield ValidationError(
@@ -189,11 +193,6 @@ def _format_then_window(
             validator=DATE_WINDOW_RULE,
             validator_value=[EARLIEST_YEAR, LATEST_YEAR],
         )
-
-
-_ReferenceValidator = validators.extend(
-    Draft202012Validator, {"format": _format_then_window, "pattern": _pattern}
-)
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -215,14 +214,17 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 @lru_cache(maxsize=1)
 def reference_validator() -> Any:
     """The ``jsonschema`` validator whose errors are rendered for users."""
+    from jsonschema import Draft202012Validator, FormatChecker, validators
+
+    reference_class = validators.extend(
+        Draft202012Validator, {"format": _format_then_window, "pattern": _pattern}
+    )
     checker = FormatChecker(formats=())
     for name, check in FORMAT_CHECKS.items():
         checker.checks(name)(check)
     schema = case_record_schema()
     Draft202012Validator.check_schema(schema)
-    return _ReferenceValidator(
-        _inline_refs(schema, schema.get("$defs", {})), format_checker=checker
-    )
+    return reference_class(_inline_refs(schema, schema.get("$defs", {})), format_checker=checker)
 
 
 def reference_errors(record: Any) -> Iterator[ValidationError]:

@@ -13,14 +13,16 @@ linear in the size of the record.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from adapter import terminology
 from adapter.mappings import regimens, staged_conditions
 from adapter.record.dates import PartialDate
 from adapter.record.errors import RecordError, RecordErrors, json_path
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
 from adapter.record.schema import (
     DATE_WINDOW_RULE,
     fast_error_count,

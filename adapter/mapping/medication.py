@@ -41,6 +41,10 @@ _COURSE_ADMIN_STATUS = {
     "unknown": "unknown",
 }
 _PERIOD_UNITS = {"d": "d", "wk": "wk", "mo": "mo"}
+_DURATION_UNITS = {"days": "day", "weeks": "week", "months": "month"}
+"""Course lengths in counts, finest first, and their keys in terminology/units.json."""
+_ENDED = frozenset({"completed", "stopped"})
+"""Only the length of a course that ended bounds its timing; an open course's is a snapshot."""
 
 
 def _medication(ctx: MappingContext, drug: str, text: str | None) -> dict[str, Any]:
@@ -77,8 +81,13 @@ def _timing(
     text. The course's known period is the outer bound of every dose step."""
     repeat: dict[str, Any] = {}
     bounds = period(treatment.get("start"), treatment.get("end"), ctx.extension_url("period-end"))
+    counts = treatment.get("counts", {})
+    length = next((f for f in _DURATION_UNITS if f in counts), None)
     if bounds:
         repeat["boundsPeriod"] = bounds
+    elif length and not counts.get("approximate") and course_status(treatment) in _ENDED:
+        # no dates, but the stated length of a course that ended ("Treatment duration 4 wk")
+        repeat["boundsDuration"] = ucum_quantity(counts[length], _DURATION_UNITS[length])
     if step is not None and step.last is not None:
         repeat["count"] = step.last - step.first + 1
     frequency = (schedule or {}).get("frequency")

@@ -453,9 +453,18 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
     aliases = adverse_event_attributes()
 
     def reverse(name: str, concept: dict[str, Any] | None) -> str | None:
+        if concept and "coding" not in concept:  # a value with no HL7 code travels as text
+            text = concept.get("text")
+            return next(
+                (v for v, k in aliases[name].items() if k is None and text in _texts(name, v)),
+                None,
+            )
         key = concept_key("ae-grades", concept)
         maps = [aliases[name], aliases["r4"].get(name, {})]
         return next((v for m in maps for v, k in m.items() if k is not None and k == key), None)
+
+    def _texts(name: str, value: str) -> set[str]:
+        return {aliases["text"].get(f"{name}.{value}", ""), value.replace("_", " ")}
 
     events = []
     for key, resource in index.of_type("AdverseEvent"):

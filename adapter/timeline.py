@@ -450,6 +450,15 @@ class _Clock:
         return when
 
     def end(self, tid: str) -> When | None:
+        """When a course ended, no later than a stated ``end_before`` (exclusive)."""
+        when = self._end(tid)
+        before = self.date(self.treatments[tid].get("end_before"))
+        if when is None or before is None or when.hi < before.lo:
+            return when
+        hi = before.lo - 1
+        return When(min(when.lo, hi), hi, when.text, when.estimated)
+
+    def _end(self, tid: str) -> When | None:
         treatment = self.treatments[tid]
         given = self.date(treatment.get("end"))
         if given is not None:

@@ -142,6 +142,12 @@ def convert_record(
         warnings.extend(condition_warnings)
     treatments = {t["id"]: t for t in record.get("treatments", [])}
     plans = plan_courses(record)
+    warnings.extend(
+        f"$.treatments[?(@.id=='{tid}')]: schedule not expanded: {plan.problem}"
+        for tid, course_plans in plans.items()
+        for plan in course_plans
+        if plan.problem
+    )
     course_refs: dict[str, list[dict[str, Any]]] = {}
     for treatment in record.get("treatments", []):
         if treatment["kind"] == "drug":

@@ -267,6 +267,93 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                 )
 
 
+def _anchor_errors(record: dict[str, Any]) -> Iterator[RecordError]:
+    """Stated cycle and dose dates must lie within the course and in order."""
+    for index, treatment in enumerate(record.get("treatments", [])):
+        base: list[Any] = ["treatments", index]
+        start = PartialDate.parse(treatment["start"]) if "start" in treatment else None
+        end = PartialDate.parse(treatment["end"]) if "end" in treatment else None
+        before = PartialDate.parse(treatment["end_before"]) if "end_before" in treatment else None
+        counts = treatment.get("counts", {})
+        if before is not None and start is not None and before.latest() <= start.earliest():
+            yield RecordError(
+                json_path([*base, "end_before"]),
+                "date-order",
+                f"end_before {before} is not after start {start}",
+            )
+        if before is not None and end is not None and end.earliest() >= before.latest():
+            yield RecordError(
+                json_path([*base, "end_before"]),
+                "date-order",
+                f"end {end} is not before end_before {before}",
+            )
+        previous: tuple[int, Any] | None = None
+        for a_index, anchor in enumerate(treatment.get("anchors", [])):
+            path: list[Any] = [*base, "anchors", a_index]
+            when = PartialDate.parse(anchor["date"]).to_date()
+            if "cycle" in anchor and "dose" in anchor:
+                yield RecordError(json_path(path), "anchor", "give cycle or dose, not both")
+                continue
+            if start is not None and when < start.earliest():
+                yield RecordError(
+                    json_path([*path, "date"]), "date-order", f"{when} is before start {start}"
+                )
+            if end is not None and when > end.latest():
+                yield RecordError(
+                    json_path([*path, "date"]), "date-order", f"{when} is after end {end}"
+                )
+            if before is not None and when >= before.earliest():
+                yield RecordError(
+                    json_path([*path, "date"]),
+                    "date-order",
+                    f"{when} is not before end_before {before}",
+                )
+            for field in ("cycle", "dose"):
+                total = counts.get(f"{field}s")
+                exact = total and not counts.get("approximate")
+                if field in anchor and exact and anchor[field] > total:
+                    yield RecordError(
+                        json_path([*path, field]),
+                        "anchor",
+                        f"{field} {anchor[field]} is beyond the {total} {field}s of the course",
+                    )
+            if previous is not None and when <= previous[1]:
+                yield RecordError(
+                    json_path([*path, "date"]),
+                    "date-order",
+                    f"{when} is not after the anchor before it ({previous[1]})",
+                )
+            previous = (a_index, when)
+
+
+def _dose_change_errors(record: dict[str, Any]) -> Iterator[RecordError]:
+    """Dose changes follow the lead-in doses, in order; a dose or a maximum, not both."""
+    for index, treatment in enumerate(record.get("treatments", [])):
+        counts = treatment.get("counts", {})
+        total = None if counts.get("approximate") else counts.get("doses")
+        for a_index, agent in enumerate(treatment.get("agents", [])):
+            base: list[Any] = ["treatments", index, "agents", a_index]
+            if "dose" in agent and "max_dose" in agent:
+                yield RecordError(
+                    json_path([*base, "max_dose"]), "dose", "give dose or max_dose, not both"
+                )
+            floor = len(agent.get("initial_doses", [])) + 1
+            for c_index, change in enumerate(agent.get("dose_changes", [])):
+                path = json_path([*base, "dose_changes", c_index, "from_dose"])
+                if change["from_dose"] <= floor:
+                    yield RecordError(
+                        path,
+                        "dose",
+                        f"{change['from_dose']} does not follow the earlier dose steps "
+                        f"(must be above {floor})",
+                    )
+                if total and change["from_dose"] > total:
+                    yield RecordError(
+                        path, "dose", f"{change['from_dose']} is beyond the {total} doses"
+                    )
+                floor = max(floor, change["from_dose"])
+
+
 def _detailed_schema_errors(record: dict[str, Any]) -> list[RecordError]:
     return [e for err in reference_errors(record) for e in _schema_errors(err)]
 
@@ -303,7 +390,11 @@ def validate_record(record: dict[str, Any], max_errors: int | None = None) -> Re
             return RecordErrors(first, omitted=max(total - len(first), 0))
         errors = _detailed_schema_errors(record)
     if not errors:
-        errors = list(_semantic_errors(record))
+        errors = [
+            *_semantic_errors(record),
+            *_anchor_errors(record),
+            *_dose_change_errors(record),
+        ]
     ordered = sorted(set(errors))
     if kept is None or len(ordered) <= kept:
         return RecordErrors(ordered)

@@ -180,8 +180,11 @@ def test_caruso_02_gives_fourteen_dated_mogamulizumab_doses() -> None:
     ]
     dates = [d["effectiveDateTime"] for d in doses]
     assert len(dates) == 14
-    assert dates[:5] == ["2020-12-23", "2020-12-30", "2021-01-06", "2021-01-13", "2021-01-20"]
-    assert dates[-1] == "2021-05-26"  # day 15 of cycle 6
+    # cycle 2 starts on the caption's 01/21/2021, not on the schedule's 2021-01-20
+    assert dates[:5] == ["2020-12-23", "2020-12-30", "2021-01-06", "2021-01-13", "2021-01-21"]
+    assert dates[-1] == "2021-05-27"  # day 15 of cycle 6, counted from cycle 2's stated day 1
+    stated = [d["effectiveDateTime"] for d in doses if "_effectiveDateTime" not in d]
+    assert stated == ["2020-12-23", "2021-01-21"]
     assert all(
         d["dosage"]["dose"]
         == {"value": 1, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"}
@@ -240,9 +243,13 @@ def test_r5_shapes() -> None:
     ]
     assert events and all(e["status"] == "completed" and "code" in e for e in events)
     assert all("event" not in e and "date" not in e for e in events)
-    related = [e for e in events if any("causality" in s for s in e.get("suspectEntity", []))]
-    assert related
-    causality = related[0]["suspectEntity"][0]["causality"]
+    naranjo = [  # the sebaceous hyperplasia, "defined as 'probable'" on the Naranjo score
+        e
+        for e in events
+        if any("assessmentMethod" in s.get("causality", {}) for s in e.get("suspectEntity", []))
+    ]
+    assert naranjo
+    causality = naranjo[0]["suspectEntity"][0]["causality"]
     assert causality["entityRelatedness"]["coding"][0]["code"] == "probably-likely"
     assert "assessmentMethod" in causality
     r4 = bundle_of("caruso2022-12", "R4")

@@ -215,8 +215,10 @@ def test_push_lands_on_hapi(tmp_path: Path, proxy: TcpProxy, hapi: httpx.Client)
     assert patients_with(hapi, record_id) == 1
     assert all(r["status"].startswith("200") for r in again.json()["references"][:-1])
 
-    provenance = hapi.get(f"Provenance/gw-{view['id']}").json()
-    assert provenance["agent"][0]["who"]["display"].startswith("api-key:")
+    provenance_ref = view["references"][-1]["reference"]
+    assert provenance_ref.startswith("Provenance/gw-")
+    provenance = hapi.get(provenance_ref).json()
+    assert "api-key:" in provenance["agent"][0]["who"]["display"]
     assert f"Patient/{patient['id']}" in {t["reference"] for t in provenance["target"]}
 
 

@@ -31,6 +31,7 @@ from adapter.gateway.main import create_app
 from adapter.mapping.context import DEFAULT_NAMESPACE
 from tests.integration.test_gateway_integration import (
     HEADERS,
+    SERVER_URL,
     TcpProxy,
     gateway_settings,
 )
@@ -87,11 +88,26 @@ def synthea() -> Synthea:
     return data
 
 
-@pytest.fixture
-def gateway(tmp_path: Path, proxy: TcpProxy) -> Iterator[TestClient]:
-    # A patient transaction of ~500 entries takes HAPI several seconds on a loaded machine.
-    with TestClient(create_app(gateway_settings(tmp_path, proxy, sync_timeout=120.0))) as client:
+@pytest.fixture(scope="module")
+def hapi() -> Iterator[httpx.Client]:
+    assert SERVER_URL
+    with httpx.Client(base_url=SERVER_URL.rstrip("/") + "/", timeout=120.0) as client:
         yield client
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[TestClient]:
+    assert SERVER_URL
+    target = httpx.URL(SERVER_URL)
+    proxy = TcpProxy(target.host, target.port or 80)
+    proxy.start()
+    # A patient transaction of ~500 entries takes HAPI several seconds on a loaded machine.
+    settings = gateway_settings(tmp_path, proxy, sync_timeout=120.0, upstream_timeout=120.0)
+    try:
+        with TestClient(create_app(settings)) as client:
+            yield client
+    finally:
+        proxy.stop()
 
 
 def counts(hapi: httpx.Client, types: set[str]) -> dict[str, int]:

@@ -12,7 +12,7 @@
 #             (the cancer modules alone produce no vital signs): 5 patient transactions of
 #             330-560 entries (Synthea keeps generating until 3 are alive), plus the hospital
 #             and practitioner batches that must be pushed first
-#   elderly   -s 11 -p 1, ages 85-95, all modules, 45 years of history: one patient
+#   elderly   -s 11 -p 1, ages 85-95, all modules, 40 years of history: one patient
 #             transaction of about 10,000 entries (the size limit benchmark)
 #
 # Generating costs minutes of CPU (the oncology set ~40 s of CPU, over 2 minutes of wall time
@@ -38,7 +38,7 @@ set_args() {
     --exporter.practitioner.fhir.export=true)
   case "$1" in
     oncology) echo "-s 7 -cs 7 -p 3 -a 55-80 -m breast_cancer:lung_cancer:wellness_encounters ${common[*]}" ;;
-    elderly) echo "-s 11 -cs 11 -p 1 -a 85-95 --exporter.years_of_history=45 --generate.only_alive_patients=true ${common[*]}" ;;
+    elderly) echo "-s 11 -cs 11 -p 1 -a 85-95 --exporter.years_of_history=40 --generate.only_alive_patients=true ${common[*]}" ;;
     *) log "unknown set '$1' (oncology, elderly)"; return 2 ;;
   esac
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,7 +201,8 @@ def test_changed_observation_value_updates_one_resource_once(
     ][:2]
     changed = copy.deepcopy(bundle)
     quantity = changed["entry"][index]["resource"]["valueQuantity"]
-    quantity["value"] = round(float(quantity["value"]) + 1.5, 2)
+    # A value this run alone sends, so the content (and its Provenance) is new on any server.
+    quantity["value"] = round(float(quantity["value"]) + 1 + secrets.randbelow(10**6) / 1e4, 4)
     reference = f"Observation/{server_id(CLIENT, 'Observation', bundle['entry'][index]['fullUrl'])}"
     untouched = f"Observation/{server_id(CLIENT, 'Observation', bundle['entry'][other]['fullUrl'])}"
     versions = (version(hapi, reference), version(hapi, untouched))

@@ -18,11 +18,25 @@ echo "== mypy"
 .venv/bin/mypy
 
 if [ "${SKIP_HAPI:-0}" != "1" ]; then
+  # Real EHR bundles for tests/integration/test_synthea_gateway.py: Synthea 3.3.0 from Maven
+  # Central, seeded; generated while HAPI starts, cached outside the clone (see synthea.sh).
+  echo "== Synthea bundles (generated once per machine, then cached)"
+  synthea_out=$(mktemp)
+  bash tests/synthea/synthea.sh generate oncology >"$synthea_out" &
+  synthea_pid=$!
+  trap 'kill "$synthea_pid" 2>/dev/null || true; rm -f "$synthea_out"; bash tests/hapi-server/hapi.sh stop >/dev/null 2>&1 || true' EXIT
   echo "== starting the local HAPI FHIR server (first build downloads Maven dependencies)"
-  trap 'bash tests/hapi-server/hapi.sh stop >/dev/null 2>&1 || true' EXIT
   FHIR_TEST_SERVER_URL=$(bash tests/hapi-server/hapi.sh start | tail -n 1)
   export FHIR_TEST_SERVER_URL
   echo "HAPI FHIR at $FHIR_TEST_SERVER_URL"
+  t0=$SECONDS
+  if ! wait "$synthea_pid"; then
+    echo "Synthea generation failed (see the lines above)" >&2
+    exit 1
+  fi
+  FHIR_TEST_SYNTHEA_DIR=$(tail -n 1 "$synthea_out")
+  export FHIR_TEST_SYNTHEA_DIR
+  echo "Synthea bundles in $FHIR_TEST_SYNTHEA_DIR (waited $((SECONDS - t0)) s after HAPI)"
   # A cold JVM takes seconds over its first transactions; the tests that expect an answer
   # within the gateway's synchronous wait must not pay for that. Warm-up data has its own
   # identifier namespace, so no test sees it.

@@ -18,9 +18,16 @@ import httpx
 import orjson
 from starlette.responses import Response
 
-from adapter.fhir import AsyncFhirClient, BearerTokenAuth, FhirClient, RetryPolicy, SmartBackendAuth
+from adapter.fhir import (
+    AsyncFhirClient,
+    BearerTokenAuth,
+    FhirClient,
+    OperationOutcomeError,
+    RetryPolicy,
+    SmartBackendAuth,
+)
 from adapter.gateway.auth import Authenticator
-from adapter.gateway.bundles import add_gateway_provenance
+from adapter.gateway.bundles import add_gateway_provenance, provenance_id
 from adapter.gateway.config import PREFIX, ConfigError, Settings
 from adapter.gateway.outbox import NewSubmission, Outbox, State, Submission, open_outbox
 from adapter.gateway.outcomes import (
@@ -44,6 +51,8 @@ log = logging.getLogger(__name__)
 # problem, which the EHR cannot fix: 502.
 _PASSED_ON_STATUSES = frozenset({400, 409, 412, 422})
 POLL_AFTER_SECONDS = "5"
+# How long a push waits to learn whether the upstream already has its Provenance.
+_PROVENANCE_LOOKUP_SECONDS = 2.0
 
 
 def upstream_auth(settings: Settings) -> httpx.Auth | None:
@@ -147,6 +156,7 @@ class Gateway:
         kind: str,
         bundle: dict[str, Any],
         principal: str,
+        client_id: str,
         replay_safe: bool,
         warnings: tuple[str, ...] = (),
     ) -> tuple[str, Response]:
@@ -165,12 +175,15 @@ class Gateway:
         now = time.time()
         bundle_type = str(bundle.get("type") or "transaction")
         key = record_key(bundle) if kind == "case-record" else None
-        if bundle_type == "transaction":
-            manifest = manifest_full_url(bundle, key) if key is not None else None
+        manifest = manifest_full_url(bundle, key) if key is not None else None
+        gateway_provenance = provenance_id(client_id, bundle)
+        if not await self._upstream_has(gateway_provenance, now):
             add_gateway_provenance(
                 bundle,
-                submission_id=submission_id,
+                provenance_id=gateway_provenance,
+                client_id=client_id,
                 principal=principal,
+                submission_id=submission_id,
                 instance_id=self.settings.instance_id,
                 recorded=now,
                 namespace=self.settings.namespace,
@@ -219,6 +232,27 @@ class Gateway:
                 202, view, headers=headers, media_type="application/json"
             )
         return submission_id, rejection_response(row.upstream_status, view, headers)
+
+    async def _upstream_has(self, provenance: str, now: float) -> bool:
+        """Whether the upstream already holds ``Provenance/<provenance>``.
+
+        Then this exact content from this client was delivered before, and sending the
+        Provenance again would only give it a later ``recorded`` (a new version for nothing).
+        Any doubt (breaker open, timeout, error) answers no: the Provenance is sent, and
+        at worst gets a new version.
+        """
+        if self.client is None or self.breaker.is_open(now):
+            return False
+        try:
+            await asyncio.wait_for(
+                self.client.read("Provenance", provenance), _PROVENANCE_LOOKUP_SECONDS
+            )
+        except OperationOutcomeError:
+            return False  # 404 or 410 (deleted): not there
+        except Exception:  # unreachable, timed out, an unexpected answer
+            log.info("could not look up Provenance/%s; sending it", provenance)
+            return False
+        return True
 
 
 def rejection_response(

@@ -215,8 +215,10 @@ def test_push_lands_on_hapi(tmp_path: Path, proxy: TcpProxy, hapi: httpx.Client)
     assert patients_with(hapi, record_id) == 1
     assert all(r["status"].startswith("200") for r in again.json()["references"][:-1])
 
-    provenance = hapi.get(f"Provenance/gw-{view['id']}").json()
-    assert provenance["agent"][0]["who"]["display"].startswith("api-key:")
+    provenance_ref = view["references"][-1]["reference"]
+    assert provenance_ref.startswith("Provenance/gw-")
+    provenance = hapi.get(provenance_ref).json()
+    assert "api-key:" in provenance["agent"][0]["who"]["display"]
     # It points at the record's own Provenance, which names the Patient and everything else.
     [target] = provenance["target"]
     assert target["reference"].startswith("Provenance/")

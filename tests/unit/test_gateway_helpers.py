@@ -93,6 +93,11 @@ class FakeUpstream:
         ).mock(side_effect=self._state)
         self.transaction_route = router.post(UPSTREAM).mock(side_effect=self._transaction)
         self.metadata_route = router.get(f"{UPSTREAM}/metadata").mock(side_effect=self._metadata)
+        self.provenances: dict[str, dict[str, Any]] = {}
+        """Provenances received, by id: ``GET Provenance/<id>`` finds them, as on HAPI."""
+        self.provenance_read_route = router.get(url__regex=rf"^{UPSTREAM}/Provenance/[^/]+$").mock(
+            side_effect=self._read_provenance
+        )
 
     def _transaction(self, request: httpx.Request) -> httpx.Response:
         mode = self.mode
@@ -104,6 +109,9 @@ class FakeUpstream:
             return mode(request)
         bundle = json.loads(request.content)
         self.bundles.append(bundle)
+        for entry in bundle.get("entry", []):
+            if entry["request"]["url"].startswith("Provenance/"):
+                self.provenances[entry["resource"]["id"]] = entry["resource"]
         entries = []
         for index, entry in enumerate(bundle.get("entry", [])):
             url = entry["request"]["url"]
@@ -144,6 +152,14 @@ class FakeUpstream:
             },
             headers={"Content-Type": "application/fhir+json"},
         )
+
+    def _read_provenance(self, request: httpx.Request) -> httpx.Response:
+        if self.mode == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        found = self.provenances.get(request.url.path.rsplit("/", 1)[-1])
+        if found is None:
+            return outcome(404, "not-found", "Resource Provenance is not known")
+        return httpx.Response(200, json=found, headers={"Content-Type": "application/fhir+json"})
 
     def _metadata(self, request: httpx.Request) -> httpx.Response:
         if self.mode == "down":

@@ -62,6 +62,7 @@ async def push_case_record(
         kind="case-record",
         bundle=outcome.bundle,
         principal=principal.name,
+        client_id=principal.client.id if principal.client is not None else principal.name,
         replay_safe=True,  # conditional updates and PUTs, planned at each delivery
         warnings=tuple(outcome.warnings),
     )

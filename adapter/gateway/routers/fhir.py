@@ -1,9 +1,12 @@
 """``POST /fhir`` (an EHR's own transaction or batch Bundle) and ``GET /metadata``.
 
-EHR Bundles are checked before they are accepted (type, entry methods, allowed resource
-types, conditional creates, then structure with fhir.resources) because once the EHR has
-its 201/202 it will not resend; a Bundle that cannot be delivered must be refused now,
-with every problem located.
+A Bundle goes through, in this order (``docs/authorization.md``): parse → structural checks
+(type, methods, accepted resource types) → normalisation into the caller's space
+(``normalise.py``: server ids, idempotent PUTs, references) → write policy (what the caller
+may match on and reference) → model validation (fhir.resources, entry by entry) → the
+gateway's Provenance → outbox. Everything is checked before the Bundle is accepted because
+once the EHR has its 201/202 it will not resend; a Bundle that cannot be delivered must be
+refused now, with every problem located at the entry the client sent.
 """
 
 from __future__ import annotations
@@ -17,19 +20,55 @@ from starlette.responses import Response
 
 from adapter import __version__
 from adapter.gateway.audit import audit_record
-from adapter.gateway.bundles import check_ehr_bundle, entry_is_replay_safe
+from adapter.gateway.bundles import check_structure, entry_is_replay_safe, model_issues
+from adapter.gateway.clients import Client
 from adapter.gateway.config import Settings
 from adapter.gateway.dependencies import GatewayDep, ReadPrincipal, WritePrincipal, read_body
+from adapter.gateway.normalise import normalise_bundle
 from adapter.gateway.openapi import bundle_body, error_responses, json_response
-from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
+from adapter.gateway.outcomes import GatewayError, Issue, error, fhir_response, record_errors
+from adapter.gateway.resource_types import accepted_types
 from adapter.record.errors import RecordInputError
 from adapter.record.loader import parse_json_object
 
 router = APIRouter(tags=["FHIR"])
 
 _FHIR_VERSIONS = {"R4": "4.0.1", "R5": "5.0.0"}
-# Below this many bytes the model validation is fast enough to run on the event loop.
-_INLINE_VALIDATION_BYTES = 64 * 1024
+# Below this many bytes the checks are fast enough to run on the event loop.
+_INLINE_CHECK_BYTES = 64 * 1024
+
+
+def _too_many_entries(count: int, limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        error(
+            "too-long",
+            f"the Bundle has {count} entries; this gateway forwards at most {limit} per Bundle "
+            "(FHIR_ADAPTER_MAX_BUNDLE_ENTRIES). Send the resources in several Bundles of at "
+            f"most {limit} entries (references between them by Type/id or by identifier keep "
+            "working; urn:uuid references only resolve inside one Bundle), or ask the "
+            "gateway's operator to raise the limit",
+            "Bundle.entry",
+        ),
+    )
+
+
+def prepare_bundle(
+    bundle: dict[str, Any], client: Client, settings: Settings
+) -> GatewayError | None:
+    """Check and normalise ``bundle`` in place; the refusal, or ``None`` when it may go on."""
+    issues: list[Issue] = check_structure(
+        bundle, allowed_types=accepted_types(settings.allowed_resource_types)
+    )
+    if not issues:
+        issues = normalise_bundle(bundle, client)
+    if issues:
+        return GatewayError(422, issues)
+    # The write policy (authorization rules 3, 5, 6, 7 and absolute references;
+    # adapter/gateway/write_policy.py) is called here, on the normalised Bundle, and
+    # answers 403 with its located issues before any model validation is paid for.
+    issues = model_issues(bundle, settings.upstream_fhir_version)
+    return GatewayError(422, issues) if issues else None
 
 
 @router.post(
@@ -44,8 +83,18 @@ _INLINE_VALIDATION_BYTES = 64 * 1024
     openapi_extra=bundle_body(),
 )
 async def push_bundle(request: Request, principal: WritePrincipal, gateway: GatewayDep) -> Response:
-    """Check the Bundle, store it with a gateway Provenance, deliver it (201) or queue it (202)."""
+    """Check and normalise the Bundle, store it with a gateway Provenance, deliver or queue it."""
     settings = gateway.settings
+    client = principal.client
+    if client is None:
+        raise GatewayError(
+            403,
+            error(
+                "forbidden",
+                "this credential is bound to no client; only a configured client may write "
+                "Bundles (docs/authorization.md)",
+            ),
+        )
     body = await read_body(request, settings.max_body_bytes)
     try:
         bundle = parse_json_object(body)
@@ -53,30 +102,21 @@ async def push_bundle(request: Request, principal: WritePrincipal, gateway: Gate
         raise record_errors(exc.errors, gateway.rule_system) from None
     entries = bundle.get("entry")
     if isinstance(entries, list) and len(entries) > settings.max_bundle_entries:
-        raise GatewayError(
-            413,
-            error(
-                "too-long",
-                f"the Bundle has {len(entries)} entries; the limit is "
-                f"{settings.max_bundle_entries} (FHIR_ADAPTER_MAX_BUNDLE_ENTRIES)",
-                "Bundle.entry",
-            ),
-        )
+        raise _too_many_entries(len(entries), settings.max_bundle_entries)
 
-    def check() -> list[Any]:
-        return check_ehr_bundle(
-            bundle,
-            allowed_types=settings.allowed_resource_types,
-            require_conditional=settings.require_conditional,
-            version=settings.upstream_fhir_version,
-        )
-
-    issues = check() if len(body) <= _INLINE_VALIDATION_BYTES else await run_in_threadpool(check)
-    if issues:
-        raise GatewayError(422, issues)
+    if len(body) <= _INLINE_CHECK_BYTES:
+        refusal = prepare_bundle(bundle, client, settings)
+    else:
+        refusal = await run_in_threadpool(prepare_bundle, bundle, client, settings)
+    if refusal is not None:
+        raise refusal
     replay_safe = all(entry_is_replay_safe(entry) for entry in bundle["entry"])
     submission_id, response = await gateway.submit(
-        kind="bundle", bundle=bundle, principal=principal.name, replay_safe=replay_safe
+        kind="bundle",
+        bundle=bundle,
+        principal=principal.name,
+        client_id=client.id,
+        replay_safe=replay_safe,
     )
     record = audit_record(request.scope)
     if record is not None:
@@ -110,7 +150,7 @@ def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
             "conditionalCreate": True,
             "conditionalUpdate": True,
         }
-        for resource_type in sorted(settings.allowed_resource_types)
+        for resource_type in sorted(accepted_types(settings.allowed_resource_types))
     ]
     return {
         "resourceType": "CapabilityStatement",
@@ -135,8 +175,10 @@ def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Entries must be conditional creates (request.ifNoneExist) "
-                "or PUTs, so that re-delivery after an outage duplicates nothing.",
+                "documentation": "Entries are POSTs with a fullUrl or with ifNoneExist "
+                "(identifier=system|value), or PUTs; the gateway turns each into an idempotent "
+                "write under the sender's own server ids, so a resend creates nothing new and "
+                "a corrected resend updates.",
                 "security": security,
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],

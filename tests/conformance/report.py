@@ -68,6 +68,12 @@ class ProfileFigures:
     messages: Counter[str] = field(default_factory=Counter)
 
 
+def _cut(message: str, width: int) -> str:
+    """A message shortened to ``width`` characters, table-safe."""
+    message = message.replace("|", "\\|")
+    return message if len(message) <= width else message[: width - 1] + "…"
+
+
 def short(profile: str) -> str:
     """The last path segment of a profile URL."""
     return profile.rsplit("/", 1)[-1]
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="bundles or case records")
     parser.add_argument("--top", type=int, default=3, help="messages shown per profile")
+    parser.add_argument("--width", type=int, default=160, help="characters shown per message")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     inputs = args.inputs or sorted(CASES.glob("*.json"))
@@ -124,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         label = (
             short(profile) if not profile.startswith(BASE_PROFILE) else f"base R4 {short(profile)}"
         )
-        top = "; ".join(f"{n}× {m}" for m, n in fig.messages.most_common(args.top))
+        top = "; ".join(
+            f"{n}× {_cut(m, args.width)}" for m, n in fig.messages.most_common(args.top)
+        )
         print(
             f"| {label} | {fig.resources} | {fig.claiming} | {fig.failing} | "
             f"{fig.errors} (+{fig.allowed}) | {top} |"

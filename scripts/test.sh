@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up everything and runs every check: lint, types, unit tests and the integration tests
-# against a real HAPI FHIR server that this script builds (Maven) and starts itself.
+# Sets up everything and runs every check: lint, types, unit tests, the mCODE profile tests with
+# the offline HL7 validator (tests/validator, built here) and the integration tests against a
+# real HAPI FHIR server that this script builds (Maven) and starts itself.
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,16 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
+
+if [ "${SKIP_PROFILE_VALIDATION:-0}" != "1" ]; then
+  # The offline HL7 validator of tests/conformance: IG packages from npm (pinned, cached in
+  # ~/.cache/fhir-oncology-adapter/ig-packages, so fetched once per machine) and a Maven build.
+  echo "== profile validator: IG packages and build"
+  t0=$SECONDS
+  bash tests/validator/validator.sh fetch >/dev/null
+  bash tests/validator/validator.sh build
+  echo "profile validator built in $((SECONDS - t0)) s"
+fi
 
 if [ "${SKIP_HAPI:-0}" != "1" ]; then
   # Real EHR bundles for tests/integration/test_synthea_gateway.py: Synthea 3.3.0 from Maven

@@ -461,7 +461,19 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
             )
         key = concept_key("ae-grades", concept)
         maps = [aliases[name], aliases["r4"].get(name, {})]
-        return next((v for m in maps for v, k in m.items() if k is not None and k == key), None)
+        found = next((v for m in maps for v, k in m.items() if k is not None and k == key), None)
+        if found is None and concept and "coding" not in concept:
+            # Values sent as text alone (no HL7 code, or R4 where no spelling passes both
+            # validators) come back through the alias table's texts.
+            found = next(
+                (
+                    alias.split(".", 1)[1]
+                    for alias, words in aliases["text"].items()
+                    if alias.startswith(f"{name}.") and words == concept.get("text")
+                ),
+                None,
+            )
+        return found
 
     def _texts(name: str, value: str) -> set[str]:
         return {aliases["text"].get(f"{name}.{value}", ""), value.replace("_", " ")}

@@ -79,7 +79,17 @@ def _causality(ctx: MappingContext, suspect: dict[str, Any]) -> list[dict[str, A
             )
     else:
         if "causality" in suspect:
-            entry["assessment"] = attribute("causality", suspect["causality"], ctx.version, words)
+            assessment = attribute("causality", suspect["causality"], ctx.version)
+            if words and "coding" not in assessment:
+                # A text-only R4 assessment (no spelling of the code passes both validators,
+                # see attribute()) keeps the category's words as its text, so that the
+                # category is not lost; the source's words go beside it.
+                entry["extension"] = [
+                    {"url": ctx.extension_url("causality-words"), "valueString": words}
+                ]
+            elif words:
+                assessment = attribute("causality", suspect["causality"], ctx.version, words)
+            entry["assessment"] = assessment
         if "method" in suspect:
             entry["method"] = attribute("method", suspect["method"], ctx.version)
     return [entry]

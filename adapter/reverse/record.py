@@ -455,10 +455,12 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
     def reverse(name: str, concept: dict[str, Any] | None) -> str | None:
         if concept and "coding" not in concept:  # a value with no HL7 code travels as text
             text = concept.get("text")
-            return next(
+            uncoded = next(
                 (v for v, k in aliases[name].items() if k is None and text in _texts(name, v)),
                 None,
             )
+            if uncoded is not None:
+                return uncoded
         key = concept_key("ae-grades", concept)
         maps = [aliases[name], aliases["r4"].get(name, {})]
         found = next((v for m in maps for v, k in m.items() if k is not None and k == key), None)
@@ -540,7 +542,9 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
             method = reverse("method", first.get("method") or first.get("assessmentMethod"))
             if assess:
                 suspect["causality"] = assess
-                words = _attribution_words(assess, assessment)
+                beside = extension(first, "causality-words")
+                words = beside[0]["valueString"] if beside else None
+                words = words or _attribution_words(assess, assessment)
                 if words:
                     suspect["text"] = words
             if method:

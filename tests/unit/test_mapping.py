@@ -262,8 +262,16 @@ def test_r5_shapes() -> None:
     # R4 4.0.1 and THO spell these codes differently and no spelling passes both HAPI's R4
     # validation and the HL7 validator with THO 7.0.1: R4 sends the words alone.
     assert r4_causality
+    # Where the record quotes the source, its words go beside the category's.
     assert {"text": "Probably/Likely"} in [c["assessment"] for c in r4_causality]
-    assert all("coding" not in c.get("assessment", {}) for c in r4_causality)
+    hl7_assess = "http://terminology.hl7.org/CodeSystem/adverse-event-causality-assess"
+    assert all(
+        coding["system"] != hl7_assess
+        for c in r4_causality
+        for coding in c.get("assessment", {}).get("coding", [])
+    )
+    probable = next(c for c in r4_causality if c["assessment"] == {"text": "Probably/Likely"})
+    assert '"probable"' in probable["extension"][0]["valueString"]
     assert all("coding" not in c.get("method", {}) for c in r4_causality)
     assert all("coding" not in e.get("seriousness", {}) for e in r4_events)
 

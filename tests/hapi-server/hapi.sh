@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build, start, stop a local HAPI FHIR JPA server (R4, in-memory H2) for the
-# integration tests. See README.md in this folder.
+# Build, start, stop a local HAPI FHIR JPA server (R4; in-memory H2, or PostgreSQL with
+# HAPI_DB=postgres) for the integration tests and benchmarks. See README.md in this folder.
 #
 #   hapi.sh build    build if sources changed (mvn -B -q, tests skipped)
 #   hapi.sh start    build if needed, start in the background, wait until
@@ -9,7 +9,9 @@
 #   hapi.sh status   print "running ..." (exit 0) or "not running" (exit 1)
 #
 # Environment: HAPI_PORT (8089), HAPI_START_TIMEOUT (300 s), HAPI_STOP_TIMEOUT
-# (30 s), HAPI_JAVA_OPTS (JVM options, default "-Xmx3g -Xms256m": H2 keeps all data on the heap, and a 1 GB heap ran out after a few thousand transactions), MVN (mvn).
+# (30 s), HAPI_DB (h2: in-memory, the default; postgres: a fresh database "hapi" in the
+# cluster of tests/postgres/pg.sh, which is started if it is not running, and then stopped
+# again by "hapi.sh stop"; PG_PORT picks its port), HAPI_JAVA_OPTS (JVM options, default "-Xmx3g -Xms256m": H2 keeps all data on the heap, and a 1 GB heap ran out after a few thousand transactions), MVN (mvn).
 set -euo pipefail
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +26,9 @@ PID_FILE="$DIR/hapi.pid"
 LOG_FILE="$DIR/hapi.log"
 STAMP="$DIR/target/.build-stamp"
 MAIN_CLASS=org.example.hapiserver.FhirServerMain
+DB="${HAPI_DB:-h2}"
+PG_SH="$DIR/../postgres/pg.sh"
+PG_STARTED_FLAG="$DIR/hapi.pg-started"
 
 log() { echo "hapi.sh: $*" >&2; }
 
@@ -91,6 +96,17 @@ fail_start() {
   exit 1
 }
 
+# A fresh, empty database "hapi" in the test cluster (started here if it is not running);
+# prints its JDBC URL.
+postgres_database() {
+  if ! bash "$PG_SH" status >/dev/null 2>&1; then
+    bash "$PG_SH" start >/dev/null || return 1
+    touch "$PG_STARTED_FLAG"
+  fi
+  bash "$PG_SH" createdb hapi >/dev/null || return 1
+  bash "$PG_SH" jdbc hapi
+}
+
 # --- start / stop ------------------------------------------------------------
 
 do_start() {
@@ -103,9 +119,16 @@ do_start() {
     fi
     do_build
     command -v java >/dev/null || fail_start "java not found"
-    log "starting HAPI FHIR on $BASE_URL (log: $LOG_FILE)"
+    local jdbc_url=""
+    case "$DB" in
+      h2) ;;
+      postgres) jdbc_url="$(postgres_database)" || fail_start "no PostgreSQL for HAPI_DB=postgres" ;;
+      *) fail_start "HAPI_DB must be h2 or postgres, not '$DB'" ;;
+    esac
+    log "starting HAPI FHIR ($DB) on $BASE_URL (log: $LOG_FILE)"
+    # The JDBC URL (with its password) goes in the environment, not on the command line.
     # shellcheck disable=SC2086  # JAVA_OPTS is a list of options
-    nohup java $JAVA_OPTS \
+    HAPI_JDBC_URL="$jdbc_url" nohup java $JAVA_OPTS \
       -Dhapi.port="$PORT" -Dhapi.host="$HOST" \
       -cp "$DIR/target/classes:$DIR/target/lib/*" \
       "$MAIN_CLASS" >"$LOG_FILE" 2>&1 </dev/null &
@@ -157,6 +180,10 @@ do_stop() {
     log "not running"
   fi
   rm -f "$PID_FILE"
+  if [[ -f "$PG_STARTED_FLAG" ]]; then
+    bash "$PG_SH" stop || true
+    rm -f "$PG_STARTED_FLAG"
+  fi
 }
 
 do_status() {

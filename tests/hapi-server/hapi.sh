@@ -8,7 +8,8 @@
 #   hapi.sh stop     stop it (TERM, then KILL after HAPI_STOP_TIMEOUT s)
 #   hapi.sh status   print "running ..." (exit 0) or "not running" (exit 1)
 #
-# Environment: HAPI_PORT (8089), HAPI_START_TIMEOUT (300 s), HAPI_STOP_TIMEOUT
+# Environment: HAPI_PORT (8089), HAPI_START_TIMEOUT (600 s: a start took over 300 s on a
+# machine with a load average of 19), HAPI_STOP_TIMEOUT
 # (30 s), HAPI_DB (h2: in-memory, the default; postgres: a fresh database "hapi" in the
 # cluster of tests/postgres/pg.sh, which is started if it is not running, and then stopped
 # again by "hapi.sh stop"; PG_PORT picks its port), HAPI_JAVA_OPTS (JVM options, default "-Xmx3g -Xms256m": H2 keeps all data on the heap, and a 1 GB heap ran out after a few thousand transactions), MVN (mvn).
@@ -18,7 +19,7 @@ DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PORT="${HAPI_PORT:-8089}"
 HOST=127.0.0.1
 BASE_URL="http://${HOST}:${PORT}/fhir"
-START_TIMEOUT="${HAPI_START_TIMEOUT:-300}"
+START_TIMEOUT="${HAPI_START_TIMEOUT:-600}"
 STOP_TIMEOUT="${HAPI_STOP_TIMEOUT:-30}"
 JAVA_OPTS="${HAPI_JAVA_OPTS:--Xmx3g -Xms256m}"
 MVN="${MVN:-mvn}"

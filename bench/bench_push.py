@@ -7,7 +7,9 @@ runs the command line exactly as documented,
 
 against HAPI on PostgreSQL (restarted on an empty database by tests/hapi-server/hapi.sh with
 ``HAPI_DB=postgres``; the tests/postgres/pg.sh cluster, durable, started if not running), or
-``--db h2``, or an existing server (``--fhir-url``). Reports the command's own summary
+``--db h2``, or an existing server (``--fhir-url``), or ``--stub``: a null upstream that
+answers every transaction at once, which leaves the command's own cost (reading, validating,
+converting, sending, journaling). Reports the command's own summary
 (records/s, resources/s, failures), wall time, the command's peak RSS, and the load average.
 Then it runs the same command again with the same journal: the resume path, where every
 record is skipped without being sent.
@@ -30,7 +32,7 @@ from typing import Any
 
 import orjson
 from benchutil import ROOT, machine, machine_line
-from stack import HAPI_SH, Hapi, Postgres, _script, load_average, say
+from stack import HAPI_SH, Hapi, Postgres, _script, load_average, say, stop_process
 
 from adapter.synthetic import generate_cases
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=8, help="fhir-adapter push --jobs")
     parser.add_argument("--db", choices=["h2", "postgres"], default="postgres", help="HAPI's db")
     parser.add_argument("--fhir-url", help="push to this running server instead")
+    parser.add_argument("--stub", action="store_true", help="null upstream instead of HAPI")
     parser.add_argument("--seed", type=int, default=2024, help="synthetic stream seed")
     parser.add_argument("--keep", metavar="DIR", help="keep input, journal and log here")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -89,11 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     postgres: Postgres | None = None
     hapi: Hapi | None = None
+    stub = None
     with tempfile.TemporaryDirectory(prefix="fhir-bench-push-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            if args.fhir_url:
+            if args.stub:
+                from bench_gateway import start_stub
+
+                stub, url = start_stub(folder)
+                server_text = "null upstream (--stub): answers every transaction at once"
+            elif args.fhir_url:
                 url, server_text = args.fhir_url.rstrip("/"), f"given server {args.fhir_url}"
             else:
                 _script(HAPI_SH, "stop")
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             say("pushing again with the same journal (resume path) ...", args.json)
             again, again_wall, _, again_code = run_push(command, folder / "push-again.log")
         finally:
+            if stub is not None:
+                stop_process(stub)
             if hapi is not None:
                 hapi.stop()
             if postgres is not None:

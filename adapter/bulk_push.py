@@ -52,6 +52,7 @@ from adapter.record.errors import RecordError
 __all__ = [
     "NDJSON_SUFFIXES",
     "BulkPushSummary",
+    "JournalError",
     "PushInput",
     "PushJournal",
     "RecordResult",
@@ -149,6 +150,18 @@ def record_digest(data: bytes, *, server: str, options: ConversionOptions) -> st
     return digest.hexdigest()
 
 
+def _is_journal_header(line: str) -> bool:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("format") == JOURNAL_FORMAT
+
+
+class JournalError(ValueError):
+    """The journal file exists but is not a push journal."""
+
+
 class PushJournal:
     """Append-only JSON lines of the records a server accepted; see the module docstring.
 
@@ -170,6 +183,10 @@ class PushJournal:
 
     def _load(self) -> None:
         with self.path.open(encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+            if first.strip() and not _is_journal_header(first):
+                # Never append to a file that is not ours (a record passed as --state).
+                raise JournalError(f"{self.path}: not a push journal; give a new file name")
             for line in handle:
                 try:
                     entry = json.loads(line)

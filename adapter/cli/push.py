@@ -86,6 +86,7 @@ class _LineProgress:
 def run(args: argparse.Namespace) -> int:
     """Convert and push every record; see the command's description."""
     from adapter.bulk_push import (
+        JournalError,
         PushJournal,
         RecordResult,
         RetrySettings,
@@ -130,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
 
     with ExitStack() as stack:
         advance = _progress(stack, total, args)
-        journal = PushJournal(args.state) if args.state else None
+        try:
+            journal = PushJournal(args.state) if args.state else None
+        except (OSError, JournalError) as exc:
+            return _usage(f"--state: {exc}")
         if journal is not None:
             stack.callback(journal.close)
             if journal.ignored_lines:

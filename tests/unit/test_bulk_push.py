@@ -299,3 +299,18 @@ def test_cli_text_summary_and_usage_errors(
     assert main(["push", str(tmp_path), "--server", BASE, "--jobs", "0"]) == 2
     assert main(["push", str(tmp_path / "empty-*.json"), "--server", BASE]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_journal_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = tmp_path / "record.json"
+    shutil.copy(CASES / "lhes-01.json", record)
+    before = record.read_bytes()
+    argv = ["push", str(CASES / "lhes-01.json"), "--server", BASE, "--state", str(record)]
+    assert main(argv) == 2
+    assert "not a push journal" in capsys.readouterr().err
+    assert record.read_bytes() == before  # nothing appended to someone else's file
+    # A journal that cannot be created (its folder would be inside a file): a usage error.
+    assert main([*argv[:-1], str(record / "journal")]) == 2
+    assert "--state:" in capsys.readouterr().err

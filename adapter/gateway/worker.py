@@ -191,6 +191,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_requeue = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -246,6 +247,11 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim one batch of due rows and deliver them concurrently; returns how many."""
         now = time.time()
+        if now - self._last_requeue >= self._settings.poll_seconds:
+            # Also while busy: with several gateways on one outbox, a dead gateway's leased
+            # rows must come back even when the survivors never run out of work.
+            self._last_requeue = now
+            await asyncio.to_thread(self._outbox.requeue_expired, now)
         token = uuid.uuid4().hex
         claimed = await asyncio.to_thread(
             lambda: self._outbox.claim(

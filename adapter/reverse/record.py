@@ -460,7 +460,7 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
                 None,
             )
             if uncoded is not None:
-                return uncoded
+                return str(uncoded)
         key = concept_key("ae-grades", concept)
         maps = [aliases[name], aliases["r4"].get(name, {})]
         found = next((v for m in maps for v, k in m.items() if k is not None and k == key), None)

@@ -1,13 +1,13 @@
 """The outbox contract, run against SQLite and (when ``FHIR_TEST_POSTGRES_URL`` is set) Postgres.
 
-The Postgres run needs a reachable server and psycopg (``pip install -e '.[postgres]'``); it
-is skipped otherwise, because CI starts no Postgres. Each Postgres test drops the table
-first, so point the variable at a scratch database.
+The Postgres run needs a reachable server and psycopg (``pip install -e '.[postgres]'``);
+scripts/test.sh starts a throwaway cluster (tests/postgres/pg.sh) and CI requires it (see
+``tests.conftest.needs_postgres``). Each Postgres test drops the table first, so point the
+variable at a scratch database.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,18 +24,16 @@ from adapter.gateway.outbox import (
     State,
     open_outbox,
 )
-
-POSTGRES_URL = os.environ.get("FHIR_TEST_POSTGRES_URL")
+from tests.conftest import needs_postgres, postgres_url
 
 
 def _postgres() -> Outbox:
-    pytest.importorskip("psycopg")
-    assert POSTGRES_URL
+    url = postgres_url()
     import psycopg
 
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    return open_outbox(POSTGRES_URL)
+    return open_outbox(url)
 
 
 @pytest.fixture(
@@ -43,7 +41,7 @@ def _postgres() -> Outbox:
         "sqlite",
         pytest.param(
             "postgres",
-            marks=pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_TEST_POSTGRES_URL not set"),
+            marks=needs_postgres,
         ),
     ]
 )
@@ -253,7 +251,7 @@ def test_open_outbox_picks_the_backend(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_TEST_POSTGRES_URL not set")
+@needs_postgres
 def test_gateway_on_postgres_queues_and_delivers(tmp_path: Path) -> None:
     """The whole app on Postgres: 202 while the upstream is down, delivered after."""
     from tests.unit.test_gateway_helpers import (
@@ -266,7 +264,7 @@ def test_gateway_on_postgres_queues_and_delivers(tmp_path: Path) -> None:
     )
 
     _postgres().close()  # fresh table
-    with fake_upstream() as upstream, running(make_settings(tmp_path, db=POSTGRES_URL)) as client:
+    with fake_upstream() as upstream, running(make_settings(tmp_path, db=postgres_url())) as client:
         upstream.mode = "down"
         response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
         assert response.status_code == 202

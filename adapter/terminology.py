@@ -37,6 +37,9 @@ class Coding:
     code: str
     display: str
     source: str
+    relationship: str | None = None
+    """None: the concept itself; ``broader``: a parent, a fallback only; ``related``: kept for
+    another use (a radiotherapy modality, the organism of an infection), never the code."""
 
     def as_fhir(self) -> dict[str, str]:
         """The FHIR Coding; the source note stays in mappings/, not on the wire."""
@@ -52,17 +55,29 @@ class Concept:
     codings: tuple[Coding, ...]
     attributes: dict[str, Any]
 
+    @property
+    def emitted(self) -> tuple[Coding, ...]:
+        """The codings a CodeableConcept carries: all codings that mean the concept itself
+        (translations of one meaning), else the first broader one as a fallback beside the
+        text. Never two non-equivalent codes: a broader code is dropped when an exact one
+        exists, and ``related`` codings are never sent."""
+        exact = tuple(c for c in self.codings if c.relationship is None)
+        if exact:
+            return exact
+        return tuple(c for c in self.codings if c.relationship == "broader")[:1]
+
     def codeable_concept(self, text: str | None = None) -> dict[str, Any]:
         """FHIR CodeableConcept: verified codings (if any) plus text, never a guessed code."""
         concept: dict[str, Any] = {}
-        if self.codings:
-            concept["coding"] = [coding.as_fhir() for coding in self.codings]
+        codings = self.emitted
+        if codings:
+            concept["coding"] = [coding.as_fhir() for coding in codings]
         concept["text"] = text or self.display
         return concept
 
     def coding_in(self, system: str) -> Coding | None:
-        """The coding of one code system, if this concept has a verified one."""
-        return next((c for c in self.codings if c.system == system), None)
+        """The emitted coding of one code system, if this concept has a verified one."""
+        return next((c for c in self.emitted if c.system == system), None)
 
 
 @cache
@@ -74,7 +89,13 @@ def table(name: str) -> dict[str, Concept]:
     concepts: dict[str, Concept] = {}
     for key, entry in raw.get("concepts", {}).items():
         codings = tuple(
-            Coding(c["system"], c["code"], c.get("display", entry.get("display", key)), c["source"])
+            Coding(
+                c["system"],
+                c["code"],
+                c.get("display", entry.get("display", key)),
+                c["source"],
+                c.get("relationship"),
+            )
             for c in entry.get("codings", [])
         )
         attributes = {k: v for k, v in entry.items() if k not in {"display", "codings"}}

@@ -9,12 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from adapter.cli.common import (
     EXIT_INVALID,
@@ -24,29 +21,15 @@ from adapter.cli.common import (
     add_namespace_option,
     conversion_options,
 )
-from adapter.mapping import ConversionOptions
-from adapter.pipeline import (
-    STDIN,
-    Outcome,
-    convert_source,
-    dump_json,
-    dump_ndjson_line,
-    expand_inputs,
-)
+from adapter.pipeline import STDIN, OutputFormat, default_jobs, expand_inputs, render_sources
+
+_NDJSON_BUFFER = 1 << 20
+"""Write buffer per NDJSON file: one system call per megabyte, not per resource."""
 
 
 def _usage(message: str) -> int:
     print(f"fhir-adapter convert: error: {message}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _outcomes(sources: list[str], options: ConversionOptions, jobs: int) -> Iterator[Outcome]:
-    if jobs <= 1 or len(sources) < 2:
-        for source in sources:
-            yield convert_source(source, options)
-        return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        yield from pool.map(partial(convert_source, options=options), sources, chunksize=16)
 
 
 def _output_name(source: str) -> str:
@@ -61,20 +44,14 @@ class _NdjsonWriter:
         self.stack = stack
         self.files: dict[str, IO[bytes]] = {}
 
-    def write(self, bundle: dict[str, Any]) -> None:
-        for entry in bundle["entry"]:
-            resource = entry["resource"]
-            kind = resource["resourceType"]
+    def write(self, lines_by_type: dict[str, bytes]) -> None:
+        for kind, lines in lines_by_type.items():
             if kind not in self.files:
                 path = self.folder / f"{kind}.ndjson"
-                self.files[kind] = self.stack.enter_context(path.open("wb"))
-            self.files[kind].write(dump_ndjson_line(resource))
-
-
-def _validation_errors(bundle: dict[str, Any], version: str) -> list[str]:
-    from adapter.fhir_validation import validate_bundle_resources
-
-    return validate_bundle_resources(bundle, version)
+                self.files[kind] = self.stack.enter_context(
+                    path.open("wb", buffering=_NDJSON_BUFFER)
+                )
+            self.files[kind].write(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"{len(sources)} inputs need --out-dir (or convert one at a time)")
     if args.output and args.out_dir:
         return _usage("use either -o or --out-dir")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         return _usage("--jobs must be at least 1")
+    jobs = args.jobs or default_jobs()
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,35 +83,34 @@ def run(args: argparse.Namespace) -> int:
 
             progress = stack.enter_context(Progress(transient=True))
             task = progress.add_task("converting", total=len(sources))
-        for outcome in _outcomes(sources, options, args.jobs):
+        output_format: OutputFormat = "ndjson" if ndjson is not None else "json"
+        rendered_inputs = render_sources(
+            sources, options, output_format, jobs=jobs, validate=args.validate
+        )
+        for rendered in rendered_inputs:
             if progress is not None:
                 progress.advance(task)
-            for warning in outcome.warnings:
-                print(f"{outcome.source}: warning: {warning}", file=sys.stderr)
-            warning_count += len(outcome.warnings)
-            if outcome.bundle is None:
+            for warning in rendered.warnings:
+                print(f"{rendered.source}: warning: {warning}", file=sys.stderr)
+            warning_count += len(rendered.warnings)
+            if rendered.output is None:
                 failed += 1
-                failures.append(outcome.source)
-                for error in outcome.errors:
-                    print(error.line(outcome.source), file=sys.stderr)
+                failures.append(rendered.source)
+                for error in rendered.errors:
+                    print(error.line(rendered.source), file=sys.stderr)
+                for problem in rendered.problems:
+                    print(f"{rendered.source}: {problem}", file=sys.stderr)
                 continue
-            if args.validate:
-                problems = _validation_errors(outcome.bundle, options.fhir_version)
-                if problems:
-                    failed += 1
-                    failures.append(outcome.source)
-                    for problem in problems:
-                        print(f"{outcome.source}: {problem}", file=sys.stderr)
-                    continue
             converted += 1
-            if ndjson is not None:
-                ndjson.write(outcome.bundle)
+            if isinstance(rendered.output, dict):
+                if ndjson is not None:
+                    ndjson.write(rendered.output)
             elif out_dir is not None:
-                (out_dir / _output_name(outcome.source)).write_bytes(dump_json(outcome.bundle))
+                (out_dir / _output_name(rendered.source)).write_bytes(rendered.output)
             elif args.output and args.output != STDIN:
-                Path(args.output).write_bytes(dump_json(outcome.bundle))
+                Path(args.output).write_bytes(rendered.output)
             else:
-                sys.stdout.buffer.write(dump_json(outcome.bundle))
+                sys.stdout.buffer.write(rendered.output)
                 sys.stdout.flush()
     if not args.quiet:
         summary = {
@@ -194,7 +171,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_namespace_option(parser)
     parser.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="convert in N parallel processes"
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="convert in N parallel processes (default: the number of cores; output is the "
+        "same for any N; runs of fewer than 64 inputs stay in one process)",
     )
     parser.add_argument(
         "--validate",

@@ -16,7 +16,12 @@ import time
 
 from adapter.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_command
 
-_STATES = {"failed": ("failed",), "delivered": ("delivered",), "finished": ("delivered", "failed")}
+_STATES = {
+    "failed": ("failed",),
+    "delivered": ("delivered",),
+    "superseded": ("superseded",),
+    "finished": ("delivered", "failed", "superseded"),
+}
 
 
 def run(args: argparse.Namespace) -> int:

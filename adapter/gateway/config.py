@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from adapter.gateway.resource_types import ACCEPTED_RESOURCE_TYPES, accepted_types
 from adapter.mapping.context import DEFAULT_NAMESPACE
 
 __all__ = [
@@ -28,18 +29,8 @@ __all__ = [
 PREFIX = "FHIR_ADAPTER_"
 DEFAULT_DB = "fhir-adapter-gateway.sqlite3"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
-DEFAULT_ALLOWED_RESOURCE_TYPES: tuple[str, ...] = (
-    # What the adapter's own mappers emit, which is also what an oncology EHR pushes.
-    "Patient",
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "Procedure",
-    "AdverseEvent",
-    "ResearchStudy",
-    "Provenance",
-)
+DEFAULT_ALLOWED_RESOURCE_TYPES: tuple[str, ...] = tuple(sorted(ACCEPTED_RESOURCE_TYPES))
+"""Every clinical, administrative and financial type (``adapter/gateway/resource_types.py``)."""
 UPSTREAM_VERSIONS = ("R4", "R5")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -90,8 +81,7 @@ class Settings:
     max_bundle_entries: int = 1000
     namespace: str = DEFAULT_NAMESPACE
     allowed_resource_types: tuple[str, ...] = DEFAULT_ALLOWED_RESOURCE_TYPES
-    require_conditional: bool = True
-    """Reject EHR Bundle entries whose re-delivery could duplicate data (plain POSTs)."""
+    """Types accepted on ``POST /fhir``: the accepted list, or a narrower one."""
     instance_id: str = field(default_factory=_default_instance_id)
 
     worker_concurrency: int = 4
@@ -153,6 +143,10 @@ class Settings:
             raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be positive")
         if self.max_bundle_entries < 1:
             raise ConfigError(f"{PREFIX}MAX_BUNDLE_ENTRIES must be positive")
+        try:
+            accepted_types(self.allowed_resource_types)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}ALLOWED_RESOURCE_TYPES: {exc}") from None
         if self.worker_concurrency < 1:
             raise ConfigError(f"{PREFIX}WORKER_CONCURRENCY must be at least 1")
         if self.cpu_pool not in ("process", "thread"):
@@ -243,7 +237,6 @@ class Settings:
             namespace=env.text("NAMESPACE") or DEFAULT_NAMESPACE,
             allowed_resource_types=env.items("ALLOWED_RESOURCE_TYPES")
             or DEFAULT_ALLOWED_RESOURCE_TYPES,
-            require_conditional=env.flag("REQUIRE_CONDITIONAL", True),
             instance_id=env.text("INSTANCE_ID") or _default_instance_id(),
             worker_concurrency=env.integer("WORKER_CONCURRENCY", defaults.worker_concurrency),
             retry_base_seconds=env.number("RETRY_BASE_SECONDS", defaults.retry_base_seconds),

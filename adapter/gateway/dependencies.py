@@ -142,7 +142,16 @@ def _media_type(request: Request) -> None:
 
 
 def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, error("too-long", f"the body exceeds the limit of {limit} bytes", "$"))
+    return GatewayError(
+        413,
+        error(
+            "too-long",
+            f"the body exceeds the limit of {limit} bytes (FHIR_ADAPTER_MAX_BODY_BYTES): send "
+            "the resources in several smaller Bundles, or ask the gateway's operator to raise "
+            "the limit",
+            "$",
+        ),
+    )
 
 
 async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:

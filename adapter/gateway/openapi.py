@@ -77,7 +77,7 @@ class Submission(BaseModel):
     """A pushed case record or Bundle as the outbox sees it."""
 
     id: str
-    status: Literal["queued", "delivered", "failed"]
+    status: Literal["queued", "delivered", "failed", "superseded"]
     kind: Literal["case-record", "bundle"]
     bundleType: Literal["transaction", "batch"]
     location: str

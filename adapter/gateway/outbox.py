@@ -8,6 +8,12 @@ carries a lease (token and expiry) so that a crashed gateway's half-finished del
 back to ``queued`` once the lease runs out, and a late answer from a lost lease cannot
 overwrite the row's newer state.
 
+Case records are full snapshots of one record, so their rows carry a ``record_key`` and are
+delivered one at a time per record, in the order they were accepted (``created_at``): a row
+is not claimed while another row of its record is being delivered, and a queued row becomes
+``superseded`` (never sent) once a newer row of the same record is queued, being delivered
+or delivered. An older version therefore never reaches the upstream after a newer one.
+
 Two implementations of one interface: SQLite (default, one file, WAL and ``synchronous=FULL``
 so a commit survives power loss) for a single gateway, and Postgres (``postgresql://...``,
 claims with ``FOR UPDATE SKIP LOCKED``) for several gateways behind one load balancer. They
@@ -53,6 +59,9 @@ class State(StrEnum):
     DELIVERING = "delivering"
     DELIVERED = "delivered"
     FAILED = "failed"
+    SUPERSEDED = "superseded"
+    """A case record's row that a newer version of the same record replaced before it was
+    sent; it is never delivered (terminal, like delivered and failed)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class NewSubmission:
     warnings: tuple[str, ...] = ()
     client: str | None = None
     """Id of the client that pushed it: only that client (or an admin) may read it back."""
+    record_key: str | None = None
+    """For case records: which record (``system|record_id``); rows with the same key are
+    delivered one at a time, in order, and only the newest waiting one is sent."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ class Submission:
     error: str | None
     warnings: tuple[str, ...]
     client: str | None = None
+    record_key: str | None = None
 
 
 _COLUMNS = (
@@ -127,6 +140,7 @@ _COLUMNS = (
     "error",
     "warnings",
     "client",
+    "record_key",
 )
 _SELECT = ", ".join(_COLUMNS)
 
@@ -154,6 +168,7 @@ def _row(row: Sequence[Any]) -> Submission:
         error=values["error"],
         warnings=tuple(orjson.loads(warnings)) if warnings else (),
         client=values["client"],
+        record_key=values["record_key"],
     )
 
 
@@ -164,7 +179,9 @@ class Outbox(Protocol):
         self, new: NewSubmission, *, now: float, lease: Lease | None, due: float | None = None
     ) -> Submission:
         """Persist a submission: leased (being delivered right now) or queued for the worker,
-        first due at ``due`` (default: now)."""
+        first due at ``due`` (default: now). A row with a ``record_key`` is queued instead of
+        leased while another row of its record is being delivered, and supersedes the older
+        rows of its record still waiting."""
 
     def get(self, submission_id: str) -> Submission | None:
         """One submission, or ``None``."""
@@ -195,13 +212,14 @@ class Outbox(Protocol):
         """Return rows whose lease has run out to the queue (or fail the non-replayable)."""
 
     def next_due(self) -> float | None:
-        """When the earliest queued row becomes due."""
+        """When the earliest queued row that may be claimed becomes due."""
 
     def counts(self) -> dict[str, int]:
         """Number of rows per state."""
 
     def purge(self, *, finished_before: float, states: Sequence[State]) -> int:
-        """Delete finished rows (delivered, failed) last updated before ``finished_before``."""
+        """Delete finished rows (delivered, failed, superseded) last updated before
+        ``finished_before``."""
 
     def ping(self) -> None:
         """Raise if the store is unreachable."""
@@ -230,12 +248,19 @@ class _SqlOutbox:
     def add(
         self, new: NewSubmission, *, now: float, lease: Lease | None, due: float | None = None
     ) -> Submission:
+        if lease is not None and new.record_key is not None:
+            busy = self._run(
+                f"SELECT 1 FROM {TABLE} WHERE record_key = ? AND state = 'delivering' LIMIT 1",
+                (new.record_key,),
+            )
+            if busy:  # wait for the delivery of the record's previous version
+                lease, due = None, now
         state = State.DELIVERING if lease else State.QUEUED
         rows = self._run(
             f"INSERT INTO {TABLE} (id, kind, bundle_type, principal, state, payload, "
             "replay_safe, attempts, created_at, updated_at, next_attempt_at, lease_token, "
-            "lease_owner, lease_until, warnings, client) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SELECT}",
+            "lease_owner, lease_until, warnings, client, record_key) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_SELECT}",
             (
                 new.id,
                 new.kind,
@@ -253,9 +278,23 @@ class _SqlOutbox:
                 lease.until if lease else None,
                 orjson.dumps(list(new.warnings)).decode() if new.warnings else None,
                 new.client,
+                new.record_key,
             ),
         )
+        if new.record_key is not None:
+            self.supersede(now, new.record_key)
         return _row(rows[0])
+
+    def supersede(self, now: float, record_key: str | None = None) -> int:
+        """Mark waiting rows that a newer row of the same record replaced (all records, or
+        one); returns how many. Their payload goes: it will never be sent."""
+        rows = self._run(
+            _SUPERSEDE
+            + ("" if record_key is None else f" AND {TABLE}.record_key = ?")
+            + " RETURNING id",
+            (now, now) + (() if record_key is None else (record_key,)),
+        )
+        return len(rows)
 
     def get(self, submission_id: str) -> Submission | None:
         rows = self._run(f"SELECT {_SELECT} FROM {TABLE} WHERE id = ?", (submission_id,))
@@ -264,6 +303,7 @@ class _SqlOutbox:
     def claim(
         self, *, limit: int, owner: str, token: str, until: float, now: float
     ) -> list[Submission]:
+        self.supersede(now)
         rows = self._run(self._claim_sql, (token, owner, until, now, now, limit))
         return [_row(row) for row in rows]
 
@@ -316,7 +356,9 @@ class _SqlOutbox:
         return len(rows)
 
     def next_due(self) -> float | None:
-        rows = self._run(f"SELECT MIN(next_attempt_at) FROM {TABLE} WHERE state = 'queued'")
+        rows = self._run(
+            f"SELECT MIN(next_attempt_at) FROM {TABLE} q WHERE q.state = 'queued' AND {_CLAIMABLE}"
+        )
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
@@ -348,15 +390,44 @@ class _SqlOutbox:
         )
 
 
-_FINISHED = frozenset({State.DELIVERED, State.FAILED})
+_FINISHED = frozenset({State.DELIVERED, State.FAILED, State.SUPERSEDED})
+"""States a row never leaves: only these are purged (a superseded row is never sent)."""
 
+
+_NEWER = (
+    "n.record_key = {row}.record_key AND n.id <> {row}.id "
+    "AND n.state IN ('queued', 'delivering', 'delivered') "
+    "AND (n.created_at > {row}.created_at OR (n.created_at = {row}.created_at AND n.id > {row}.id))"
+)
+"""A newer row of the same record that is waiting, being delivered or delivered."""
+
+_SUPERSEDE = (
+    f"UPDATE {TABLE} SET state = 'superseded', payload = NULL, updated_at = ?, "
+    "next_attempt_at = ?, "
+    "error = 'superseded by submission ' || (SELECT n.id FROM "
+    f"{TABLE} n WHERE {_NEWER.format(row=TABLE)} ORDER BY n.created_at DESC, n.id DESC LIMIT 1) "
+    "|| ', a newer version of the same record; not sent' "
+    f"WHERE {TABLE}.state = 'queued' AND {TABLE}.record_key IS NOT NULL "
+    f"AND EXISTS (SELECT 1 FROM {TABLE} n WHERE {_NEWER.format(row=TABLE)})"
+)
+
+_CLAIMABLE = (
+    "(q.record_key IS NULL OR ("
+    f"NOT EXISTS (SELECT 1 FROM {TABLE} d WHERE d.record_key = q.record_key "
+    "AND d.state = 'delivering') "
+    f"AND NOT EXISTS (SELECT 1 FROM {TABLE} n WHERE {_NEWER.format(row='q')})))"
+)
+"""A queued row ``q`` may be sent: no other version of its record is being delivered, and
+none newer is waiting or done (one delivery per record at a time, oldest first, never an
+older one after a newer)."""
 
 # Claim parameters: token, owner, until, now (updated_at), now (due), limit.
 _SQLITE_CLAIM = (
     f"UPDATE {TABLE} SET state = 'delivering', attempts = attempts + 1, lease_token = ?, "
     "lease_owner = ?, lease_until = ?, updated_at = ? "
-    f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'queued' AND next_attempt_at <= ? "
-    f"ORDER BY next_attempt_at, created_at LIMIT ?) RETURNING {_SELECT}"
+    f"WHERE id IN (SELECT q.id FROM {TABLE} q WHERE q.state = 'queued' "
+    f"AND q.next_attempt_at <= ? AND {_CLAIMABLE} "
+    f"ORDER BY q.next_attempt_at, q.created_at LIMIT ?) RETURNING {_SELECT}"
 )
 
 
@@ -396,6 +467,11 @@ class SqliteOutbox(_SqlOutbox):
         columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({TABLE})")}
         if "client" not in columns:  # outboxes created before clients existed
             self._conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN client TEXT")
+        if "record_key" not in columns:  # outboxes created before per-record ordering
+            self._conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN record_key TEXT")
+        self._conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_record ON {TABLE} (record_key, state)"
+        )
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, at INTEGER)"
         )
@@ -422,8 +498,10 @@ class SqliteOutbox(_SqlOutbox):
 _POSTGRES_CLAIM = (
     f"UPDATE {TABLE} SET state = 'delivering', attempts = attempts + 1, lease_token = %s, "
     "lease_owner = %s, lease_until = %s, updated_at = %s "
-    f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'queued' AND next_attempt_at <= %s "
-    f"ORDER BY next_attempt_at, created_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_SELECT}"
+    f"WHERE id IN (SELECT q.id FROM {TABLE} q WHERE q.state = 'queued' "
+    f"AND q.next_attempt_at <= %s AND {_CLAIMABLE} "
+    f"ORDER BY q.next_attempt_at, q.created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {_SELECT}"
 )
 
 
@@ -468,6 +546,10 @@ class PostgresOutbox(_SqlOutbox):
             self._execute(
                 f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, at BIGINT)",
                 (),
+            )
+            self._execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS record_key TEXT", ())
+            self._execute(
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_record ON {TABLE} (record_key, state)", ()
             )
 
     def _connect(self) -> Any:

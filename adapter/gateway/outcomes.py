@@ -239,7 +239,11 @@ def record_error_issue(err: RecordError, rule_system: str) -> Issue:
 def record_errors(errors: Sequence[RecordError], rule_system: str) -> GatewayError:
     """All errors of a rejected record in one outcome: 400 if it is not JSON, else 422."""
     status = 400 if any(e.rule in _MALFORMED_RULES for e in errors) else 422
-    return GatewayError(status, [record_error_issue(e, rule_system) for e in errors])
+    issues: list[Issue] = [record_error_issue(e, rule_system) for e in errors]
+    omitted = getattr(errors, "omitted", 0)  # RecordErrors: what validation's cap left out
+    if omitted:
+        issues.append(_left_out(omitted))
+    return GatewayError(status, issues)
 
 
 def _location(loc: Sequence[Any]) -> str:

@@ -21,9 +21,16 @@ import httpx
 import orjson
 from starlette.responses import Response
 
-from adapter.fhir import AsyncFhirClient, BearerTokenAuth, FhirClient, RetryPolicy, SmartBackendAuth
+from adapter.fhir import (
+    AsyncFhirClient,
+    BearerTokenAuth,
+    FhirClient,
+    OperationOutcomeError,
+    RetryPolicy,
+    SmartBackendAuth,
+)
 from adapter.gateway.auth import Authenticator
-from adapter.gateway.bundles import add_gateway_provenance
+from adapter.gateway.bundles import add_gateway_provenance, provenance_id
 from adapter.gateway.config import PREFIX, ConfigError, Settings
 from adapter.gateway.offload import CpuPool
 from adapter.gateway.outbox import NewSubmission, Outbox, State, Submission, open_outbox
@@ -39,6 +46,7 @@ from adapter.gateway.readiness import Readiness
 from adapter.gateway.views import submission_location, submission_view
 from adapter.gateway.worker import Breaker, DeliveryWorker
 from adapter.mapping import ConversionOptions
+from adapter.reconcile import manifest_full_url, record_key
 
 __all__ = ["Gateway", "upstream_auth"]
 
@@ -50,6 +58,8 @@ T = TypeVar("T")
 # problem, which the EHR cannot fix: 502.
 _PASSED_ON_STATUSES = frozenset({400, 409, 412, 422})
 POLL_AFTER_SECONDS = "5"
+# How long a push waits to learn whether the upstream already has its Provenance.
+_PROVENANCE_LOOKUP_SECONDS = 2.0
 
 
 def upstream_auth(settings: Settings) -> httpx.Auth | None:
@@ -200,7 +210,7 @@ class Gateway:
                     functools.partial(
                         self.outbox.purge,
                         finished_before=before,
-                        states=(State.DELIVERED, State.FAILED),
+                        states=(State.DELIVERED, State.FAILED, State.SUPERSEDED),
                     )
                 )
                 if deleted:
@@ -246,30 +256,42 @@ class Gateway:
         kind: str,
         bundle: dict[str, Any],
         principal: str,
+        client_id: str,
         replay_safe: bool,
         warnings: tuple[str, ...] = (),
-        client: str | None = None,
     ) -> tuple[str, Response]:
         """Persist, try once, and answer 201 (delivered), 202 (queued) or the rejection.
 
         The row is committed before any answer, so whatever happens to this process after
         this point, the submission is either delivered or in the queue.
+
+        A case record's row carries its record key, so the outbox delivers the versions of
+        one record one at a time and in order: while an earlier version is being delivered
+        the new one is queued (202), and it supersedes earlier versions still waiting.
         """
         if self.client is None or self.worker is None:
             raise no_upstream()
         submission_id = str(uuid.uuid4())
         now = time.time()
         bundle_type = str(bundle.get("type") or "transaction")
+        key = record_key(bundle) if kind == "case-record" else None
+        manifest = manifest_full_url(bundle, key) if key is not None else None
+        # The digest and the serialisation are linear in the Bundle's size: off the loop.
+        gateway_provenance = await self.cpu.run_local(provenance_id, client_id, bundle)
+        has_provenance = await self._upstream_has(gateway_provenance, now)
 
-        def prepare() -> bytes:  # linear in the Bundle's size: off the event loop
-            if bundle_type == "transaction":
+        def prepare() -> bytes:
+            if not has_provenance:
                 add_gateway_provenance(
                     bundle,
-                    submission_id=submission_id,
+                    provenance_id=gateway_provenance,
+                    client_id=client_id,
                     principal=principal,
+                    submission_id=submission_id,
                     instance_id=self.settings.instance_id,
                     recorded=now,
                     namespace=self.settings.namespace,
+                    targets=None if manifest is None else [manifest],
                 )
             return orjson.dumps(bundle)
 
@@ -281,7 +303,8 @@ class Gateway:
             payload=await self.cpu.run_local(prepare),
             replay_safe=replay_safe,
             warnings=warnings,
-            client=client,
+            client=client_id,
+            record_key=None if key is None else key.label,
         )
         try_now = not self.breaker.is_open(now)
         lease = self.worker.lease(now) if try_now else None
@@ -289,11 +312,16 @@ class Gateway:
         row: Submission | None = await self.store(
             self.outbox.add, new, now=now, lease=lease, due=due
         )
-        if lease is None:
+        if lease is None or row is None or row.state is not State.DELIVERING:
             self.worker.notify()
         else:
             row = await self.worker.attempt(
-                submission_id, lease.token, bundle_type, bundle, replay_safe
+                submission_id,
+                lease.token,
+                bundle_type,
+                bundle,
+                replay_safe,
+                case_record=key is not None,
             )
             if row is None:  # lease lost (only if the attempt outlived it): read it back
                 row = await self.read_store(self.outbox.get, submission_id)
@@ -311,6 +339,27 @@ class Gateway:
                 202, view, headers=headers, media_type="application/json"
             )
         return submission_id, rejection_response(row.upstream_status, view, headers)
+
+    async def _upstream_has(self, provenance: str, now: float) -> bool:
+        """Whether the upstream already holds ``Provenance/<provenance>``.
+
+        Then this exact content from this client was delivered before, and sending the
+        Provenance again would only give it a later ``recorded`` (a new version for nothing).
+        Any doubt (breaker open, timeout, error) answers no: the Provenance is sent, and
+        at worst gets a new version.
+        """
+        if self.client is None or self.breaker.is_open(now):
+            return False
+        try:
+            await asyncio.wait_for(
+                self.client.read("Provenance", provenance), _PROVENANCE_LOOKUP_SECONDS
+            )
+        except OperationOutcomeError:
+            return False  # 404 or 410 (deleted): not there
+        except Exception:  # unreachable, timed out, an unexpected answer
+            log.info("could not look up Provenance/%s; sending it", provenance)
+            return False
+        return True
 
 
 def rejection_response(

@@ -2,7 +2,8 @@
 
 One shape for all three, so an EHR that polls after a 202 reads the same fields it would
 have got in a 201. ``delivering`` is reported as ``queued``: it is an internal lease state,
-and callers only need to know the work is not finished.
+and callers only need to know the work is not finished. ``superseded`` is a case record's
+version that a newer version of the same record replaced before it was sent.
 """
 
 from __future__ import annotations

@@ -6,8 +6,13 @@ worker claims due rows with a lease, sends each once, and records the verdict: d
 failed (the upstream refused it: a 4xx other than 408/429, kept with the upstream's
 OperationOutcome), or queued again after exponential backoff with full jitter (the upstream
 was unreachable, timed out or answered 408/429/5xx). Retries are safe because every
-accepted bundle is replay-safe: conditional creates on business identifiers and PUTs to
-deterministic ids, so a second delivery matches what the first created.
+accepted bundle is replay-safe: conditional creates or updates on business identifiers and
+PUTs to deterministic ids, so a second delivery matches what the first created.
+
+A case record is delivered with :func:`adapter.push.send_record_async`: each attempt reads
+the record's current state on the upstream and plans the transaction against it (what to
+delete is decided at delivery time, not when the record was accepted). Which version of a
+record is delivered, and in what order, is the outbox's job (``record_key``).
 
 Nothing here logs patient data: only submission ids, states and HTTP status codes.
 """
@@ -37,6 +42,7 @@ from adapter.fhir import (
 from adapter.gateway.bundles import trim_response
 from adapter.gateway.config import Settings
 from adapter.gateway.outbox import Lease, Outbox, State, Submission
+from adapter.push import send_record_async
 
 __all__ = ["Breaker", "DeliveryResult", "DeliveryWorker", "deliver"]
 
@@ -89,11 +95,19 @@ async def deliver(
     bundle: Mapping[str, Any],
     *,
     replay_safe: bool,
+    case_record: bool = False,
 ) -> DeliveryResult:
-    """Send a bundle once and classify the outcome; never raises for upstream problems."""
+    """Send a bundle once and classify the outcome; never raises for upstream problems.
+
+    A case record's transaction is planned against the upstream's current state first (see
+    :mod:`adapter.reconcile`); a lost race is re-planned within the attempt, and one still
+    lost after several plans is reported like any other 409.
+    """
     try:
         if bundle_type == "batch":
             response = await client.batch(bundle, idempotent=replay_safe)
+        elif case_record:
+            response, _plan, _plans = await send_record_async(client, dict(bundle))
         else:
             response = await client.transaction(bundle, idempotent=replay_safe)
     except OperationOutcomeError as exc:
@@ -177,6 +191,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_requeue = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -232,6 +247,11 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim one batch of due rows and deliver them concurrently; returns how many."""
         now = time.time()
+        if now - self._last_requeue >= self._settings.poll_seconds:
+            # Also while busy: with several gateways on one outbox, a dead gateway's leased
+            # rows must come back even when the survivors never run out of work.
+            self._last_requeue = now
+            await asyncio.to_thread(self._outbox.requeue_expired, now)
         token = uuid.uuid4().hex
         claimed = await asyncio.to_thread(
             lambda: self._outbox.claim(
@@ -256,7 +276,11 @@ class DeliveryWorker:
             return
         try:
             result = await deliver(
-                self._client, row.bundle_type, bundle, replay_safe=row.replay_safe
+                self._client,
+                row.bundle_type,
+                bundle,
+                replay_safe=row.replay_safe,
+                case_record=row.record_key is not None,
             )
         except asyncio.CancelledError:
             # Shutting down: hand the row back now rather than after its lease expires.
@@ -291,13 +315,16 @@ class DeliveryWorker:
         bundle_type: str,
         bundle: Mapping[str, Any],
         replay_safe: bool,
+        case_record: bool = False,
     ) -> Submission | None:
         """The request handler's synchronous first attempt, bounded by ``sync_timeout``.
 
         Only replay-safe bundles are cut off early (and left to the worker): for the others
         an abandoned request could have been applied, so the handler waits it out.
         """
-        coroutine = deliver(self._client, bundle_type, bundle, replay_safe=replay_safe)
+        coroutine = deliver(
+            self._client, bundle_type, bundle, replay_safe=replay_safe, case_record=case_record
+        )
         if replay_safe:
             try:
                 result = await asyncio.wait_for(coroutine, self._settings.sync_timeout)
@@ -353,6 +380,8 @@ class DeliveryWorker:
             self.notify()
         else:
             log.info("submission %s: %s (HTTP %s)", submission_id, state.value, result.status)
+            if stored.record_key is not None:
+                self.notify()  # the record's next version may have been waiting for this one
         return stored
 
     def _finish(

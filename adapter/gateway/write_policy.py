@@ -26,6 +26,7 @@ from adapter.gateway.resource_types import refusal_reason
 __all__ = [
     "ConditionError",
     "PolicyRefusal",
+    "check_resource_types",
     "check_write_policy",
     "identifier_condition",
 ]
@@ -243,15 +244,9 @@ class _Checker:
                 self.condition(if_none_exist.lstrip("?"), f"{where}.ifNoneExist", "ifNoneExist")
 
     def resource_type(self, resource: dict[str, Any], where: str) -> None:
-        resource_type = resource.get("resourceType")
-        if isinstance(resource_type, str):
-            reason = refusal_reason(resource_type)
-            if reason is not None:
-                self.refuse(
-                    FORBIDDEN,
-                    f"{resource_type} may not be written by a client: {reason}",
-                    f"{where}.resourceType",
-                )
+        issue = _type_refusal(resource, where)
+        if issue is not None:
+            self.found.append((FORBIDDEN, issue))
 
     def identifiers(self, resource: dict[str, Any], where: str) -> None:
         value = resource.get("identifier")
@@ -307,6 +302,21 @@ class _Checker:
             self.resource(resource, f"{where}.resource")
 
 
+def _type_refusal(resource: dict[str, Any], where: str) -> Issue | None:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return None
+    reason = refusal_reason(resource_type)
+    if reason is None:
+        return None
+    return Issue(
+        "error",
+        "forbidden",
+        f"{resource_type} may not be written by a client: {reason}",
+        (f"{where}.resourceType",),
+    )
+
+
 def _references(node: Any, where: str) -> Iterator[tuple[str, str]]:
     """Every ``Reference.reference`` string under ``node`` with its path (iterative walk)."""
     stack: list[tuple[Any, str]] = [(node, where)]
@@ -333,6 +343,31 @@ def _upstream(base: str | None) -> tuple[str, str] | None:
         return None
     parts = urlsplit(base)
     return (parts.hostname or "").lower(), parts.path.rstrip("/")
+
+
+def check_resource_types(bundle: dict[str, Any]) -> PolicyRefusal | None:
+    """403 for every entry (or contained resource) of a type no client may write (rule 7).
+
+    Run before the structural checks and normalisation: a forbidden type is an authorization
+    refusal whatever else is wrong with the entry, and the caller hears it as such.
+    """
+    found: list[Issue] = []
+    entries = bundle.get("entry")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        where = f"Bundle.entry[{index}].resource"
+        contained = resource.get("contained")
+        inner = contained if isinstance(contained, list) else []
+        for node, path in [
+            (resource, where),
+            *((c, f"{where}.contained[{i}]") for i, c in enumerate(inner)),
+        ]:
+            issue = _type_refusal(node, path) if isinstance(node, dict) else None
+            if issue is not None:
+                found.append(issue)
+    return PolicyRefusal(FORBIDDEN, tuple(found)) if found else None
 
 
 def check_write_policy(

@@ -11,6 +11,7 @@ from typing import Any
 
 from adapter import terminology
 from adapter.mapping import extensions
+from adapter.mapping.computed import set_primitive
 from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan
 from adapter.mapping.datatypes import annotation, concept, data_absent, period, text_concept
@@ -24,17 +25,20 @@ GRADE_EXTENSION = {
 _SEVERITY_BY_GRADE = {1: "mild", 2: "moderate", 3: "severe", 4: "severe", 5: "severe"}
 
 
-def attribute(name: str, value: str, version: str = "R5") -> dict[str, Any]:
+def attribute(
+    name: str, value: str, version: str = "R5", text: str | None = None
+) -> dict[str, Any]:
     """CodeableConcept for a record enum, via mappings/adverse-event-attributes.json.
 
     The alias file says which verified concept of ae-grades.json a value means; values with
-    no HL7 code (Naranjo as a named method, 'unrelated') travel as text alone. R4 output uses
-    the capitalised R4 codes where R4 and THO differ.
+    no HL7 code (WHO-UMC or clinical judgement as a named method) travel as text alone. R4
+    output uses the capitalised R4 codes where R4 and THO differ. ``text`` (the source's own
+    words) replaces the table's text when given.
     """
     aliases = adverse_event_attributes()
     table = aliases["r4"] if version == "R4" and name in aliases["r4"] else aliases
     key = table[name][value]
-    text = aliases["text"].get(f"{name}.{value}")
+    text = text or aliases["text"].get(f"{name}.{value}")
     if key is None:
         return text_concept(text or value.replace("_", " "))
     return terminology.lookup("ae-grades", key).codeable_concept(text)
@@ -61,20 +65,43 @@ def _suspect_instances(
 
 
 def _causality(ctx: MappingContext, suspect: dict[str, Any]) -> list[dict[str, Any]]:
+    """The source's attribution of the event to the suspect, with its words as the text."""
     if "causality" not in suspect and "method" not in suspect:
         return []
     entry: dict[str, Any] = {}
+    words = suspect.get("text")
     if ctx.version == "R5":
         if "method" in suspect:
             entry["assessmentMethod"] = attribute("method", suspect["method"], ctx.version)
         if "causality" in suspect:
-            entry["entityRelatedness"] = attribute("causality", suspect["causality"], ctx.version)
+            entry["entityRelatedness"] = attribute(
+                "causality", suspect["causality"], ctx.version, words
+            )
     else:
         if "causality" in suspect:
-            entry["assessment"] = attribute("causality", suspect["causality"], ctx.version)
+            assessment = attribute("causality", suspect["causality"], ctx.version)
+            if words and "coding" not in assessment:
+                # A text-only R4 assessment (no spelling of the code passes both validators,
+                # see attribute()) keeps the category's words as its text, so that the
+                # category is not lost; the source's words go beside it.
+                entry["extension"] = [
+                    {"url": ctx.extension_url("causality-words"), "valueString": words}
+                ]
+            elif words:
+                assessment = attribute("causality", suspect["causality"], ctx.version, words)
+            entry["assessment"] = assessment
         if "method" in suspect:
             entry["method"] = attribute("method", suspect["method"], ctx.version)
     return [entry]
+
+
+def _given_in_trial(event: dict[str, Any], treatments: dict[str, dict[str, Any]]) -> bool:
+    """Whether a suspect of the event was given within the record's trial.
+
+    An event belongs to a study only through a drug given in it: a rash on a later, non-trial
+    drug is not an event of the trial the patient once took part in.
+    """
+    return any(treatments[s["treatment"]].get("in_trial") for s in event.get("suspects", []))
 
 
 def map_adverse_event(
@@ -96,10 +123,10 @@ def map_adverse_event(
                 "valueCodeableConcept": attribute("grade", str(event["grade"])),
             }
         )
-    onset, onset_ext = extensions.stated_or_relative(
+    onset, onset_ext, onset_computed = extensions.stated_or_relative(
         ctx, event.get("onset"), event.get("onset_after"), treatments, plans, "relative-onset"
     )
-    resolution, resolution_ext = extensions.stated_or_relative(
+    resolution, resolution_ext, resolution_computed = extensions.stated_or_relative(
         ctx, event.get("end"), event.get("end_after"), treatments, plans, "relative-resolution"
     )
     ext.extend(e for e in (onset_ext, resolution_ext) if e is not None)
@@ -114,13 +141,15 @@ def map_adverse_event(
     resource["subject"] = ctx.patient_reference
     if r5:
         if onset and resolution:
-            resource["occurrencePeriod"] = period(
-                onset, resolution, ctx.extension_url("period-end")
-            )
+            occurrence = period(onset, resolution, ctx.extension_url("period-end"))
+            for name, how in (("start", onset_computed), ("end", resolution_computed)):
+                if name in occurrence:
+                    set_primitive(ctx, occurrence, name, occurrence[name], how)
+            resource["occurrencePeriod"] = occurrence
         elif onset:
-            resource["occurrenceDateTime"] = onset
+            set_primitive(ctx, resource, "occurrenceDateTime", onset, onset_computed)
     elif onset:
-        resource["date"] = onset
+        set_primitive(ctx, resource, "date", onset, onset_computed)
     else:
         resource["_date"] = data_absent("unknown")
     if "serious" in event:
@@ -144,7 +173,7 @@ def map_adverse_event(
             suspects.append(entry)
     if suspects:
         resource["suspectEntity"] = suspects
-    if trial:
+    if trial and _given_in_trial(event, treatments):
         resource["study"] = [trial_reference(trial)]
     notes = []
     if "management" in event:

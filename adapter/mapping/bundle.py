@@ -1,8 +1,13 @@
 """Case record → transaction Bundle: runs every mapper and wires the entries together.
 
-Each entry is a conditional create on its business identifier (``ifNoneExist``), so a resend
-matches what the first push created; only Provenance, which has no identifier element, is PUT
-to an id derived from the record. The same record always gives byte-identical output.
+Each entry is a conditional update on its business identifier (``PUT
+Type?identifier=system|value``): the first push creates the resource, a corrected record
+updates it (the server keeps the old version in its history), and an unchanged resend is a
+no-op the server does not version. Types a server cannot search by identifier (R4
+AdverseEvent) and Provenance, which has no identifier element, are PUT to an id derived from
+the record. The same record always gives byte-identical output. Removing what a corrected
+record no longer produces needs the server's state, so it happens at push time
+(:mod:`adapter.reconcile`), not here.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from adapter.mapping.adverse_event import map_adverse_event
 from adapter.mapping.condition import map_condition
@@ -49,9 +55,23 @@ def _business_identifier(resource: dict[str, Any]) -> dict[str, str]:
 
 PUT_BY_ID = frozenset({"AdverseEvent"})
 """Types an R4 server cannot search by identifier (R4 AdverseEvent has no ``identifier``
-search parameter), so a conditional create is impossible: they are PUT to an id derived from
-the record instead, which is just as idempotent. Provenance, which has no identifier at all,
-is always PUT the same way."""
+search parameter), so a conditional update is impossible: they are PUT to an id derived from
+the record instead, which versions and matches just the same. Provenance, which has no
+identifier at all, is always PUT the same way. (R5 AdverseEvent could be searched, but keeps
+the derived id so that its server id does not depend on the FHIR release.)"""
+
+_SEARCH_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})
+
+
+def conditional_url(resource_type: str, system: str, value: str) -> str:
+    """``Type?identifier=system|value``, escaped so that no namespace can break the query.
+
+    FHIR search escaping (backslash before ``\\ , $ |``) applies to each part, then
+    percent-encoding of anything outside the characters a URL query keeps literally; the
+    identifiers the adapter assigns contain none of them, so the URL reads as written.
+    """
+    token = f"{system.translate(_SEARCH_ESCAPES)}|{value.translate(_SEARCH_ESCAPES)}"
+    return f"{resource_type}?identifier={quote(token, safe=':/|-._~')}"
 
 
 def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
@@ -83,9 +103,8 @@ def _entry(ctx: MappingContext, resource: dict[str, Any]) -> dict[str, Any]:
         "fullUrl": full_url,
         "resource": resource,
         "request": {
-            "method": "POST",
-            "url": resource_type,
-            "ifNoneExist": f"identifier={identifier['system']}|{value}",
+            "method": "PUT",
+            "url": conditional_url(resource_type, identifier["system"], value),
         },
     }
 
@@ -123,6 +142,12 @@ def convert_record(
         warnings.extend(condition_warnings)
     treatments = {t["id"]: t for t in record.get("treatments", [])}
     plans = plan_courses(record)
+    warnings.extend(
+        f"$.treatments[?(@.id=='{tid}')]: schedule not expanded: {plan.problem}"
+        for tid, course_plans in plans.items()
+        for plan in course_plans
+        if plan.problem
+    )
     course_refs: dict[str, list[dict[str, Any]]] = {}
     for treatment in record.get("treatments", []):
         if treatment["kind"] == "drug":

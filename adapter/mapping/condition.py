@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter import terminology
+from adapter.mapping.computed import Computed, mark
 from adapter.mapping.context import MappingContext
 from adapter.mapping.datatypes import UCUM, annotation, coding, concept, text_concept
 from adapter.mapping.staging import stage_conflict
@@ -58,6 +59,7 @@ def _stage_observation(
     value_text: str,
     effective: str | None,
     members: list[str] | None,
+    value_computed: Computed | None = None,
 ) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Observation",
@@ -70,7 +72,7 @@ def _stage_observation(
     if effective:
         resource["effectiveDateTime"] = effective
     resource["valueCodeableConcept"] = {
-        "coding": [coding(ctx.code_system("iscl-eortc"), value_code)],
+        "coding": [mark(ctx, coding(ctx.code_system("iscl-eortc"), value_code), value_computed)],
         "text": value_text,
     }
     resource["method"] = _staging_method(ctx)
@@ -112,6 +114,18 @@ def map_staging(
                 )
             )
     summary_code = derived or written
+    # The finer group the categories give is the adapter's reading of the staging table, not
+    # the source's words: marked computed unless it is also the group as written.
+    summary_computed = (
+        Computed(
+            "staging-table",
+            "ISCL/EORTC group of "
+            + " ".join(staging[a] for a in ("t", "n", "m", "b") if a in staging)
+            + " (mappings/staging/iscl-eortc.json)",
+        )
+        if derived and derived != written
+        else None
+    )
     if written and derived and written != derived:
         summary_text = f"{written} (as written); {derived} derived from " + " ".join(
             staging[a] for a in ("t", "n", "m", "b")
@@ -133,11 +147,14 @@ def map_staging(
                 summary_text,
                 date,
                 members,
+                summary_computed,
             ),
         )
         assessments.append(ctx.reference("Observation", group_key))
         stage_entry["summary"] = {
-            "coding": [coding(ctx.code_system("iscl-eortc"), summary_code)],
+            "coding": [
+                mark(ctx, coding(ctx.code_system("iscl-eortc"), summary_code), summary_computed)
+            ],
             "text": summary_text,
         }
     else:

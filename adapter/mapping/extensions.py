@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter.mapping.computed import Computed
 from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan, resolve_relative
 from adapter.mapping.datatypes import ucum_quantity
+from adapter.mapping.schedule import DoseStep
 
 COUNT_FIELDS = ("cycles", "doses", "sessions", "weeks", "months", "days")
 
@@ -39,6 +41,8 @@ def treatment_course(ctx: MappingContext, treatment: dict[str, Any]) -> dict[str
     subs.extend(_sub("with", "String", other) for other in treatment.get("with", []))
     if "stop_reason" in treatment:
         subs.append(_sub("stopReason", "Code", treatment["stop_reason"]))
+    if "end_before" in treatment:
+        subs.append(_sub("endBefore", "DateTime", treatment["end_before"]))
     return {"url": ctx.extension_url("treatment-course"), "extension": subs}
 
 
@@ -46,7 +50,6 @@ def relative_time(
     ctx: MappingContext,
     relative: dict[str, Any],
     name: str = "relative-time",
-    date_derived: bool = False,
 ) -> dict[str, Any]:
     """``relative-time``: a time the source gives only relative to a treatment."""
     subs: list[dict[str, Any]] = [_sub("treatment", "String", relative["treatment"])]
@@ -61,8 +64,6 @@ def relative_time(
             subs.append(_sub(_camel(field), kind, relative[field]))
     if "text" in relative:
         subs.append(_sub("text", "String", relative["text"]))
-    if date_derived:
-        subs.append(_sub("dateDerived", "Boolean", True))
     return {"url": ctx.extension_url(name), "extension": subs}
 
 
@@ -73,22 +74,22 @@ def stated_or_relative(
     treatments: dict[str, dict[str, Any]],
     plans: dict[str, list[AgentPlan]],
     name: str = "relative-time",
-) -> tuple[str | None, dict[str, Any] | None]:
-    """``(date, extension)`` for a time given as a date, relative to a treatment, or both.
+) -> tuple[str | None, dict[str, Any] | None, Computed | None]:
+    """``(date, extension, computed)`` for a time given as a date, relative to a treatment, or both.
 
-    The stated date wins; otherwise a date is computed only from a day-precise anchor. The
-    relative statement is always kept, flagged when the date was computed from it, so the
-    reverse mapping can tell a stated date from a derived one.
+    The stated date wins; otherwise a date is computed only from a day-precise anchor, and
+    comes with how it was computed so the caller marks it (see computed.py). The relative
+    statement itself is always kept.
     """
     if relative is None:
-        return stated, None
+        return stated, None, None
+    computed = None
     when = stated
     if when is None:
-        when = resolve_relative(relative, treatments, plans)
-        derived = when is not None
-    else:
-        derived = False
-    return when, relative_time(ctx, relative, name, date_derived=derived)
+        resolved = resolve_relative(relative, treatments, plans)
+        if resolved is not None:
+            when, computed = resolved
+    return when, relative_time(ctx, relative, name), computed
 
 
 def interruption(ctx: MappingContext, pause: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +126,34 @@ def dose_position(ctx: MappingContext, number: int, cycle: int, day: int) -> dic
             _sub("day", "PositiveInt", day),
         ],
     }
+
+
+def schedule_anchor(ctx: MappingContext, anchor: dict[str, Any]) -> dict[str, Any]:
+    """``schedule-anchor``: a date the source states for a cycle's first day or for one dose."""
+    subs: list[dict[str, Any]] = []
+    for field in ("cycle", "dose"):
+        if field in anchor:
+            subs.append(_sub(field, "PositiveInt", anchor[field]))
+    subs.append(_sub("date", "DateTime", anchor["date"]))
+    if "text" in anchor:
+        subs.append(_sub("text", "String", anchor["text"]))
+    return {"url": ctx.extension_url("schedule-anchor"), "extension": subs}
+
+
+def dose_step(ctx: MappingContext, step: DoseStep) -> dict[str, Any]:
+    """``dose-step``: which administrations of the course a dose level covers, and how it
+    was stated (a lead-in dose, the course dose, a change; a change given as a fraction)."""
+    subs: list[dict[str, Any]] = [
+        _sub("kind", "Code", step.kind),
+        _sub("fromDose", "PositiveInt", step.first),
+    ]
+    if step.last is not None:
+        subs.append(_sub("toDose", "PositiveInt", step.last))
+    if step.fraction is not None:
+        subs.append(_sub("fraction", "Decimal", step.fraction))
+    if step.text:
+        subs.append(_sub("text", "String", step.text))
+    return {"url": ctx.extension_url("dose-step"), "extension": subs}
 
 
 def radiation(ctx: MappingContext, details: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from typing import Any
 
 from adapter import terminology
 from adapter.mapping import extensions
+from adapter.mapping.computed import Computed, mark, set_primitive
 from adapter.mapping.context import MappingContext
-from adapter.mapping.courses import AgentPlan
+from adapter.mapping.courses import AgentPlan, course_status
 from adapter.mapping.datatypes import (
     annotation,
     concept,
@@ -21,6 +22,7 @@ from adapter.mapping.datatypes import (
     text_concept,
     ucum_quantity,
 )
+from adapter.mapping.schedule import Dose, DoseStep
 from adapter.record.dates import PartialDate
 
 MCODE_MEDICATION_ADMINISTRATION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-related-medication-administration"
@@ -39,6 +41,10 @@ _COURSE_ADMIN_STATUS = {
     "unknown": "unknown",
 }
 _PERIOD_UNITS = {"d": "d", "wk": "wk", "mo": "mo"}
+_DURATION_UNITS = {"days": "day", "weeks": "week", "months": "month"}
+"""Course lengths in counts, finest first, and their keys in terminology/units.json."""
+_ENDED = frozenset({"completed", "stopped"})
+"""Only the length of a course that ended bounds its timing; an open course's is a snapshot."""
 
 
 def _medication(ctx: MappingContext, drug: str, text: str | None) -> dict[str, Any]:
@@ -49,24 +55,43 @@ def _medication(ctx: MappingContext, drug: str, text: str | None) -> dict[str, A
     return {"medicationCodeableConcept": value}
 
 
-def _dosage_quantity(dose: dict[str, Any] | None) -> dict[str, Any] | None:
-    return ucum_quantity(dose["value"], dose["unit"]) if dose else None
+def _dosage_quantity(
+    ctx: MappingContext, dose: dict[str, Any] | None, computed: Computed | None
+) -> dict[str, Any] | None:
+    """The dose as a Quantity, marked when the adapter computed it."""
+    if not dose:
+        return None
+    return mark(ctx, ucum_quantity(dose["value"], dose["unit"]), computed)
 
 
-def _route(route: str | None) -> dict[str, Any] | None:
-    return concept("routes", route) if route else None
+def _route(ctx: MappingContext, plan: AgentPlan) -> dict[str, Any] | None:
+    """The route, marked when it comes from the named regimen rather than the source."""
+    if not plan.route:
+        return None
+    return mark(ctx, concept("routes", plan.route), plan.route_computed)
 
 
 def _timing(
-    ctx: MappingContext, schedule: dict[str, Any] | None, treatment: dict[str, Any]
+    ctx: MappingContext,
+    schedule: dict[str, Any] | None,
+    treatment: dict[str, Any],
+    step: DoseStep | None = None,
 ) -> dict[str, Any] | None:
-    """Timing.repeat for what maps cleanly (bounds and a plain frequency); phases stay in text."""
+    """Timing.repeat for what maps cleanly (bounds, a count, a plain frequency); phases stay in
+    text. The course's known period is the outer bound of every dose step."""
     repeat: dict[str, Any] = {}
     bounds = period(treatment.get("start"), treatment.get("end"), ctx.extension_url("period-end"))
+    counts = treatment.get("counts", {})
+    length = next((f for f in _DURATION_UNITS if f in counts), None)
     if bounds:
         repeat["boundsPeriod"] = bounds
+    elif length and not counts.get("approximate") and course_status(treatment) in _ENDED:
+        # no dates, but the stated length of a course that ended ("Treatment duration 4 wk")
+        repeat["boundsDuration"] = ucum_quantity(counts[length], _DURATION_UNITS[length])
+    if step is not None and step.last is not None:
+        repeat["count"] = step.last - step.first + 1
     frequency = (schedule or {}).get("frequency")
-    if frequency:
+    if frequency and not (step is not None and step.kind == "initial"):
         repeat.update(
             frequency=frequency["times"],
             period=frequency["period"],
@@ -104,6 +129,37 @@ def _notes(treatment: dict[str, Any], schedule: dict[str, Any] | None) -> list[d
     return notes
 
 
+def _dosage_instructions(
+    ctx: MappingContext, treatment: dict[str, Any], plan: AgentPlan
+) -> list[dict[str, Any]]:
+    """One Dosage per dose step (sequence 1, 2, ...), or one Dosage when the dose never changes."""
+    stepped = len(plan.steps) > 1
+    instructions = []
+    for index, step in enumerate(plan.steps if stepped else plan.steps[:1] or [None]):
+        instruction: dict[str, Any] = {}
+        if stepped and step is not None:
+            instruction["extension"] = [extensions.dose_step(ctx, step)]
+            instruction["sequence"] = index + 1
+        text = (plan.schedule or {}).get("text") if index == 0 else (step.text if step else None)
+        if text:
+            instruction["text"] = text
+        timing = _timing(ctx, plan.schedule, treatment, step if stepped else None)
+        if timing:
+            instruction["timing"] = timing
+        route = _route(ctx, plan)
+        if route:
+            instruction["route"] = route
+        if step is not None and step.quantity:
+            quantity = _dosage_quantity(ctx, step.quantity, step.computed)
+            instruction["doseAndRate"] = [{"doseQuantity": quantity}]
+        elif not stepped and plan.max_dose:
+            high = ucum_quantity(plan.max_dose["value"], plan.max_dose["unit"])
+            instruction["doseAndRate"] = [{"doseRange": {"high": high}}]
+        if instruction:
+            instructions.append(instruction)
+    return instructions
+
+
 def medication_request(
     ctx: MappingContext,
     treatment: dict[str, Any],
@@ -120,6 +176,7 @@ def medication_request(
     course_extensions += [
         extensions.interruption(ctx, p) for p in treatment.get("interruptions", [])
     ]
+    course_extensions += [extensions.schedule_anchor(ctx, a) for a in treatment.get("anchors", [])]
     if "start_after" in treatment:
         course_extensions.append(
             extensions.relative_time(ctx, treatment["start_after"], "relative-start")
@@ -132,7 +189,7 @@ def medication_request(
             {"url": ctx.extension_url("regimen"), "valueCode": plan.schedule["regimen"]}
         )
     resource["extension"] = course_extensions
-    resource["status"] = _REQUEST_STATUS.get(treatment.get("status", "unknown"), "unknown")
+    resource["status"] = _REQUEST_STATUS[course_status(treatment)]
     stop = _stop_reason(treatment)
     if stop:
         resource["statusReason"] = stop[0]
@@ -145,20 +202,9 @@ def medication_request(
     notes = _notes(treatment, plan.schedule)
     if notes:
         resource["note"] = notes
-    instruction: dict[str, Any] = {}
-    if plan.schedule and "text" in plan.schedule:
-        instruction["text"] = plan.schedule["text"]
-    timing = _timing(ctx, plan.schedule, treatment)
-    if timing:
-        instruction["timing"] = timing
-    route = _route(plan.route)
-    if route:
-        instruction["route"] = route
-    quantity = _dosage_quantity(plan.dose)
-    if quantity:
-        instruction["doseAndRate"] = [{"doseQuantity": quantity}]
-    if instruction:
-        resource["dosageInstruction"] = [instruction]
+    instructions = _dosage_instructions(ctx, treatment, plan)
+    if instructions:
+        resource["dosageInstruction"] = instructions
     return resource
 
 
@@ -188,7 +234,6 @@ def _administration_shell(
     status: str,
     plan: AgentPlan,
     agent_text: str | None,
-    primary_dx: str | None,
 ) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "MedicationAdministration",
@@ -205,6 +250,7 @@ def _finish_administration(
     resource: dict[str, Any],
     plan: AgentPlan,
     dose: dict[str, Any] | None,
+    dose_computed: Computed | None,
     primary_dx: str | None,
     schedule_text: str | None,
 ) -> dict[str, Any]:
@@ -213,10 +259,10 @@ def _finish_administration(
     dosage: dict[str, Any] = {}
     if schedule_text:
         dosage["text"] = schedule_text
-    route = _route(plan.route)
+    route = _route(ctx, plan)
     if route:
         dosage["route"] = route
-    quantity = _dosage_quantity(dose)
+    quantity = _dosage_quantity(ctx, dose, dose_computed)
     if quantity:
         dosage["dose"] = quantity
         # mad-1: a dosage needs a dose or a rate, so without a known dose the route and the
@@ -231,12 +277,69 @@ def _finish_administration(
     return resource
 
 
-def _effective(ctx: MappingContext, value: dict[str, Any] | str) -> dict[str, Any]:
+def _effective_name(ctx: MappingContext, kind: str) -> str:
     """effective[x] (R4) or occurence[x] (R5, spelled so by the specification)."""
     prefix = "occurence" if ctx.version == "R5" else "effective"
+    return f"{prefix}{kind}"
+
+
+def _effective(ctx: MappingContext, value: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(value, str):
-        return {f"{prefix}DateTime": value}
-    return {f"{prefix}Period": value}
+        return {_effective_name(ctx, "DateTime"): value}
+    return {_effective_name(ctx, "Period"): value}
+
+
+def _expanded_administrations(
+    ctx: MappingContext,
+    plan: AgentPlan,
+    doses: tuple[Dose, ...],
+    agent_text: str | None,
+    primary_dx: str | None,
+) -> list[dict[str, Any]]:
+    """One administration per expanded dose; a date the schedule gave is marked computed."""
+    schedule_text = (plan.schedule or {}).get("text")
+    resources = []
+    for dose in doses:
+        key = plan.administration_keys[dose.number - 1]
+        resource = _administration_shell(ctx, key, "completed", plan, agent_text)
+        resource = {
+            "resourceType": resource.pop("resourceType"),
+            "extension": [extensions.dose_position(ctx, dose.number, dose.cycle, dose.day)],
+            **resource,
+        }
+        set_primitive(
+            ctx,
+            resource,
+            _effective_name(ctx, "DateTime"),
+            str(PartialDate.from_date(dose.when)),
+            dose.date_computed,
+        )
+        resources.append(
+            _finish_administration(
+                ctx,
+                resource,
+                plan,
+                dose.quantity,
+                dose.dose_computed,
+                primary_dx,
+                schedule_text,
+            )
+        )
+    return resources
+
+
+def _step_effective(
+    ctx: MappingContext, treatment: dict[str, Any], index: int, count: int, step: DoseStep | None
+) -> dict[str, Any]:
+    """When a dose step was given, as far as the stated dates say: the course start belongs to
+    the first step and the course end to the last; the dates between steps are not stated."""
+    start = treatment.get("start") if index == 0 else None
+    end = treatment.get("end") if index == count - 1 else None
+    single = step is not None and step.last == step.first
+    if start and single and index == 0:
+        return _effective(ctx, start)
+    known = period(start, end, ctx.extension_url("period-end"))
+    return _effective(ctx, known or data_absent("unknown"))
 
 
 def medication_administrations(
@@ -246,35 +349,31 @@ def medication_administrations(
     agent_text: str | None,
     primary_dx: str | None,
 ) -> list[dict[str, Any]]:
-    """The administrations of one agent: per dose, or one over the known period."""
-    schedule_text = (plan.schedule or {}).get("text")
+    """The administrations of one agent: per dose, else one over the known period per step."""
     if plan.doses is not None:
-        resources = []
-        for dose in plan.doses:
-            key = plan.administration_keys[dose.number - 1]
-            resource = _administration_shell(ctx, key, "completed", plan, agent_text, primary_dx)
-            resource = {
-                "resourceType": resource.pop("resourceType"),
-                "extension": [extensions.dose_position(ctx, dose.number, dose.cycle, dose.day)],
-                **resource,
-            }
-            resource.update(_effective(ctx, str(PartialDate.from_date(dose.when))))
-            resources.append(
-                _finish_administration(
-                    ctx, resource, plan, dose.quantity, primary_dx, schedule_text
-                )
-            )
-        return resources
-    status = _COURSE_ADMIN_STATUS.get(treatment.get("status", "unknown"), "unknown")
-    resource = _administration_shell(ctx, plan.request_key, status, plan, agent_text, primary_dx)
-    resource = {
-        "resourceType": resource.pop("resourceType"),
-        "extension": [extensions.treatment_course(ctx, treatment)],
-        **resource,
-    }
-    stop = _stop_reason(treatment)
-    if stop:
-        resource["statusReason"] = stop
-    known = period(treatment.get("start"), treatment.get("end"), ctx.extension_url("period-end"))
-    resource.update(_effective(ctx, known or data_absent("unknown")))
-    return [_finish_administration(ctx, resource, plan, plan.dose, primary_dx, schedule_text)]
+        return _expanded_administrations(ctx, plan, plan.doses, agent_text, primary_dx)
+    schedule_text = (plan.schedule or {}).get("text")
+    status = _COURSE_ADMIN_STATUS[course_status(treatment)]
+    steps: list[DoseStep | None] = list(plan.steps) if len(plan.steps) > 1 else [None]
+    resources = []
+    for index, step in enumerate(steps):
+        last = index == len(steps) - 1
+        key = plan.administration_keys[index]
+        resource = _administration_shell(
+            ctx, key, status if last else "completed", plan, agent_text
+        )
+        own = [extensions.treatment_course(ctx, treatment)]
+        if step is not None:
+            own.append(extensions.dose_step(ctx, step))
+        resource = {"resourceType": resource.pop("resourceType"), "extension": own, **resource}
+        stop = _stop_reason(treatment)
+        if stop and last:
+            resource["statusReason"] = stop
+        resource.update(_step_effective(ctx, treatment, index, len(steps), step))
+        dose, computed = (
+            (step.quantity, step.computed) if step is not None else (plan.dose, plan.dose_computed)
+        )
+        resources.append(
+            _finish_administration(ctx, resource, plan, dose, computed, primary_dx, schedule_text)
+        )
+    return resources

@@ -11,6 +11,7 @@ from typing import Any
 
 from adapter import terminology
 from adapter.mapping import extensions
+from adapter.mapping.computed import set_primitive
 from adapter.mapping.context import MappingContext
 from adapter.mapping.courses import AgentPlan
 from adapter.mapping.datatypes import (
@@ -34,13 +35,13 @@ def _timing(
     plans: dict[str, list[AgentPlan]],
     resource: dict[str, Any],
 ) -> None:
-    """effectiveDateTime as stated, else computed from a day-precise anchor; the relative
-    statement itself is always kept, flagged when the date was computed from it."""
-    when, relative = extensions.stated_or_relative(
+    """effectiveDateTime as stated, else computed from a day-precise anchor and marked so; the
+    relative statement itself is always kept."""
+    when, relative, computed = extensions.stated_or_relative(
         ctx, item.get("date"), item.get("after"), treatments, plans
     )
     if when:
-        resource["effectiveDateTime"] = when
+        set_primitive(ctx, resource, "effectiveDateTime", when, computed)
     if relative:
         resource.setdefault("extension", []).append(relative)
 

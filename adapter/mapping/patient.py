@@ -1,10 +1,14 @@
-"""Case record → Patient: sex, derived birth year, race/ethnicity, death; ages stay as stated."""
+"""Case record → Patient: sex, a birth year only when an age fixes it, race/ethnicity, death.
+
+Ages stay as stated, in Observations (see observation.map_age)."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from adapter import terminology
+from adapter.mapping.computed import Computed, set_primitive
 from adapter.mapping.context import MappingContext
 from adapter.mapping.datatypes import data_absent
 from adapter.mapping.extensions import relative_time
@@ -15,22 +19,32 @@ US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-eth
 OMB = "urn:oid:2.16.840.1.113883.6.238"
 
 
-def derived_birth_year(ages: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """``(year, explanation)`` from the first age whose reference date is known.
+def _years_before(day: date, years: int) -> date:
+    """The same calendar day ``years`` earlier (29 February becomes 28 February)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
 
-    An age of N at a date in year Y means birth in Y-N or Y-N-1; the adapter records Y-N (the
-    year the person would reach the stated age in that year) and says so in an extension on
-    birthDate, so no reader mistakes it for a stated birth date.
+
+def derived_birth_year(ages: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """``(year, basis)`` when a stated age and its dated reference fix the birth year.
+
+    An age of N on a day D means birth after D minus N+1 years and no later than D minus N
+    years: two calendar years unless D is 31 December. A reference known only to the month or
+    the year widens the range further. The year is returned only when every possible birth day
+    falls in one year, so a birthDate is never a guess between two.
     """
     for age in ages:
-        if "date" in age:
-            when = PartialDate.parse(age["date"])
-            year = when.year - int(age["years"])  # 70.0 is an integer to JSON Schema
-            explanation = (
-                f"derived from age {age['years']} at {age['refers_to']} ({when}): "
-                f"born in {year} or {year - 1}; the source gives no birth date"
-            )
-            return f"{year:04d}", explanation
+        if "date" not in age:
+            continue
+        when = PartialDate.parse(age["date"])
+        years = int(age["years"])  # 70.0 is an integer to JSON Schema
+        earliest = _years_before(when.earliest(), years + 1) + timedelta(days=1)
+        latest = _years_before(when.latest(), years)
+        if earliest.year == latest.year:
+            basis = f"age {years} at {age['refers_to'].replace('_', ' ')} on {when}"
+            return f"{latest.year:04d}", basis
     return None
 
 
@@ -64,14 +78,11 @@ def map_patient(ctx: MappingContext, record: dict[str, Any]) -> dict[str, Any]:
     if "birth_date" in source:
         resource["birthDate"] = source["birth_date"]
     else:
+        # An age rarely fixes the birth year (a 64-year-old in 2014 was born in 1949 or 1950):
+        # the ages travel as stated, in Observations, and birthDate only when it is certain.
         derived = derived_birth_year(source.get("ages", []))
         if derived:
-            resource["birthDate"] = derived[0]
-            resource["_birthDate"] = {
-                "extension": [
-                    {"url": ctx.extension_url("birth-date-derivation"), "valueString": derived[1]}
-                ]
-            }
+            set_primitive(ctx, resource, "birthDate", derived[0], Computed("age", derived[1]))
         else:
             resource["_birthDate"] = data_absent("unknown")
     death = source.get("deceased")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter import terminology
 from adapter.mapping import extensions
 from adapter.mapping.context import MappingContext
+from adapter.mapping.courses import course_status
 from adapter.mapping.datatypes import annotation, concept, period
 
 _STATUS = {
@@ -14,6 +16,25 @@ _STATUS = {
     "ongoing": "in-progress",
     "unknown": "unknown",
 }
+
+
+def procedure_concept(treatment: dict[str, Any]) -> str:
+    """The most specific concept of procedures.json the record's facts support.
+
+    A concept may say which facts refine which kind (``refines``: the transplant type and stem
+    cell source of an allogeneic peripheral blood transplant); the concept of the course's
+    kind is used when no refinement matches every stated fact.
+    """
+    kind = str(treatment["kind"])
+    details = treatment.get("transplant", {})
+    for key, entry in terminology.table("procedures").items():
+        refines = entry.attributes.get("refines")
+        if not refines or refines.get("kind") != kind:
+            continue
+        wanted = {k: v for k, v in refines.items() if k != "kind"}
+        if all(details.get(field) == value for field, value in wanted.items()):
+            return key
+    return kind
 
 
 def map_procedure(
@@ -34,7 +55,7 @@ def map_procedure(
         "resourceType": "Procedure",
         "extension": ext,
         "identifier": [ctx.identifier("Procedure", treatment["id"])],
-        "status": _STATUS.get(treatment.get("status", "unknown"), "unknown"),
+        "status": _STATUS[course_status(treatment)],
     }
     if "stop_reason" in treatment:
         resource["statusReason"] = concept(
@@ -42,7 +63,7 @@ def map_procedure(
         )
     elif "stop_reason_text" in treatment:
         resource["statusReason"] = {"text": treatment["stop_reason_text"]}
-    resource["code"] = concept("procedures", treatment["kind"], treatment.get("name"))
+    resource["code"] = concept("procedures", procedure_concept(treatment), treatment.get("name"))
     resource["subject"] = ctx.patient_reference
     start, end = treatment.get("start"), treatment.get("end")
     prefix = "occurrence" if ctx.version == "R5" else "performed"

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import IntEnum
 
-_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?\Z")
+
+EARLIEST_YEAR = 1900
+"""First year a record may state (dates and date-times); see :func:`in_date_window`."""
+
+LATEST_YEAR = 2100
+"""Last year a record may state. The mappers add offsets and dose schedules to stated dates;
+a window this far from ``date.max`` (9999-12-31) keeps every such sum a real date, and no
+patient of a registry or a case report is born before 1900 or treated after 2100."""
 
 
 class Precision(IntEnum):
@@ -102,3 +110,14 @@ def is_partial_date(text: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+def in_date_window(text: object) -> bool:
+    """Whether a well-formed partial date or RFC 3339 date-time lies in the accepted years.
+
+    The year is the first four digits of both forms; call this only on text the format check
+    accepted (a malformed date is the format's error, not the window's).
+    """
+    if not isinstance(text, str) or not text[:4].isdigit():
+        return True
+    return EARLIEST_YEAR <= int(text[:4]) <= LATEST_YEAR

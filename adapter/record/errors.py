@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def json_path(parts: Any) -> str:
+    """``$.a.b[0]`` from path parts (keys and indexes); keys that are not identifiers are quoted."""
+    out = "$"
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            out += f".{part}"
+        else:
+            out += f"[{part!r}]"
+    return out
 
 
 @dataclass(frozen=True, order=True)
@@ -21,6 +38,23 @@ class RecordError:
         """One line for a terminal or log: ``FILE: $.path: message``."""
         prefix = f"{source}: " if source else ""
         return f"{prefix}{self.path}: {self.message}"
+
+
+class RecordErrors(list[RecordError]):
+    """The errors of one record, in path order; ``omitted`` counts those a cap left out.
+
+    A list, so every caller that compares or iterates the result of ``validate_record`` works
+    unchanged; the count is there for callers that cap (the gateway's responses).
+    """
+
+    def __init__(self, errors: list[RecordError] | None = None, omitted: int = 0) -> None:
+        super().__init__(errors or [])
+        self.omitted = omitted
+
+    @property
+    def total(self) -> int:
+        """Errors found, reported or not."""
+        return len(self) + self.omitted
 
 
 class RecordInputError(Exception):

@@ -2,77 +2,33 @@
 
 The JSON Schema (mappings/case-record.schema.json) fixes the shape; this module adds what needs
 the whole record or the code tables: unique local ids, references that resolve, concept keys
-that exist in mappings/terminology/, ordering of dates. Every error names its JSON path.
+that exist in mappings/terminology/, ordering of dates, offsets that stay in the calendar.
+Every error names its JSON path.
+
+A valid record costs one fast schema verdict and the semantic rules; the detailed schema errors
+are computed only for a record that fails (see :mod:`adapter.record.schema`). Every rule is
+linear in the size of the record.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
-from functools import lru_cache
-from typing import Any
-
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from adapter import terminology
-from adapter.mappings import case_record_schema, regimens, staged_conditions
-from adapter.record.dates import PartialDate, is_partial_date
-from adapter.record.errors import RecordError
+from adapter.mappings import regimens, staged_conditions
+from adapter.record.dates import PartialDate
+from adapter.record.errors import RecordError, RecordErrors, json_path
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
-
-def json_path(parts: Any) -> str:
-    """``$.a.b[0]`` from a jsonschema path deque; keys that are not identifiers are quoted."""
-    out = "$"
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _IDENTIFIER.match(part):
-            out += f".{part}"
-        else:
-            out += f"[{part!r}]"
-    return out
-
-
-def _is_date_time(value: object) -> bool:
-    """Calendar validity of an RFC 3339 date-time (the schema's pattern checks the shape)."""
-    if not isinstance(value, str):
-        return True
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
-    """The schema with every local ``$ref`` replaced by its definition (the schema has no
-    recursive definitions); resolving references at validation time was half its cost."""
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            merged = {
-                **_inline_refs(defs[ref[len("#/$defs/") :]], defs),
-                **{k: _inline_refs(v, defs) for k, v in node.items() if k != "$ref"},
-            }
-            return merged
-        return {k: _inline_refs(v, defs) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline_refs(v, defs) for v in node]
-    return node
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
-    checker = FormatChecker(formats=())
-    checker.checks("partial-date")(is_partial_date)
-    checker.checks("date-time")(_is_date_time)
-    schema = case_record_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(_inline_refs(schema, schema["$defs"]), format_checker=checker)
+from adapter.record.schema import (
+    DATE_WINDOW_RULE,
+    fast_error_count,
+    reference_errors,
+    schema_valid,
+)
 
 
 def _short(value: Any) -> str:
@@ -126,6 +82,7 @@ def _schema_errors(error: ValidationError) -> Iterator[RecordError]:
         "uniqueItems": lambda: "items must be unique",
         "minLength": lambda: f"must have at least {error.validator_value} character(s)",
         "maxLength": lambda: f"must have at most {error.validator_value} characters",
+        DATE_WINDOW_RULE: lambda: error.message,
         "anyOf": lambda: (
             "needs one of: "
             + ", ".join(
@@ -139,18 +96,35 @@ def _schema_errors(error: ValidationError) -> Iterator[RecordError]:
     yield RecordError(json_path(path), rule, text)
 
 
-def _walk_relative_times(node: Any, path: list[Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
-    """Every relative-time object in the record (they all carry a ``treatment`` reference)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in {"after", "onset_after", "end_after", "start_after"} and isinstance(
-                value, dict
-            ):
-                yield [*path, key], value
-            yield from _walk_relative_times(value, [*path, key])
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk_relative_times(value, [*path, index])
+_RELATIVE_KEYS = frozenset({"after", "onset_after", "end_after", "start_after"})
+
+MAX_OFFSET = {"days": 36_525, "weeks": 5_218, "months": 1_200}
+"""Largest offset of a relative time, 100 years in each unit: with stated dates inside the
+window of years, every date the mappers compute from an offset stays a real date."""
+
+
+def _walk_relative_times(record: dict[str, Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+    """Every relative-time object in the record (they all carry a ``treatment`` reference).
+
+    Iterative, and a path is built only for containers, not for every scalar: one step per
+    node of the record.
+    """
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(record, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.items()
+        elif isinstance(node, list):
+            children = enumerate(node)
+        else:
+            continue
+        found = []
+        for key, value in children:
+            if isinstance(value, (dict, list)):
+                if key in _RELATIVE_KEYS and isinstance(value, dict):
+                    found.append(([*path, key], value))
+                stack.append((value, (*path, key)))
+        yield from found
 
 
 def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
@@ -270,7 +244,7 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                 "observation kind",
             )
 
-    for relative_path, relative in _walk_relative_times(record, []):
+    for relative_path, relative in _walk_relative_times(record):
         if relative["treatment"] not in treatment_ids:
             yield RecordError(
                 json_path([*relative_path, "treatment"]),
@@ -283,15 +257,145 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                 "required",
                 "a relative time needs days, weeks, months, after_dose, after_cycle or text",
             )
+        for unit, limit in MAX_OFFSET.items():
+            offset = relative.get(unit)
+            if isinstance(offset, int) and abs(offset) > limit:
+                yield RecordError(
+                    json_path([*relative_path, unit]),
+                    DATE_WINDOW_RULE,
+                    f"{offset} {unit} is more than {limit} {unit} (100 years) from its anchor",
+                )
 
 
-def validate_record(record: dict[str, Any]) -> list[RecordError]:
+def _anchor_errors(record: dict[str, Any]) -> Iterator[RecordError]:
+    """Stated cycle and dose dates must lie within the course and in order."""
+    for index, treatment in enumerate(record.get("treatments", [])):
+        base: list[Any] = ["treatments", index]
+        start = PartialDate.parse(treatment["start"]) if "start" in treatment else None
+        end = PartialDate.parse(treatment["end"]) if "end" in treatment else None
+        before = PartialDate.parse(treatment["end_before"]) if "end_before" in treatment else None
+        counts = treatment.get("counts", {})
+        if before is not None and start is not None and before.latest() <= start.earliest():
+            yield RecordError(
+                json_path([*base, "end_before"]),
+                "date-order",
+                f"end_before {before} is not after start {start}",
+            )
+        if before is not None and end is not None and end.earliest() >= before.latest():
+            yield RecordError(
+                json_path([*base, "end_before"]),
+                "date-order",
+                f"end {end} is not before end_before {before}",
+            )
+        previous: tuple[int, Any] | None = None
+        for a_index, anchor in enumerate(treatment.get("anchors", [])):
+            path: list[Any] = [*base, "anchors", a_index]
+            when = PartialDate.parse(anchor["date"]).to_date()
+            if "cycle" in anchor and "dose" in anchor:
+                yield RecordError(json_path(path), "anchor", "give cycle or dose, not both")
+                continue
+            if start is not None and when < start.earliest():
+                yield RecordError(
+                    json_path([*path, "date"]), "date-order", f"{when} is before start {start}"
+                )
+            if end is not None and when > end.latest():
+                yield RecordError(
+                    json_path([*path, "date"]), "date-order", f"{when} is after end {end}"
+                )
+            if before is not None and when >= before.earliest():
+                yield RecordError(
+                    json_path([*path, "date"]),
+                    "date-order",
+                    f"{when} is not before end_before {before}",
+                )
+            for field in ("cycle", "dose"):
+                total = counts.get(f"{field}s")
+                exact = total and not counts.get("approximate")
+                if field in anchor and exact and anchor[field] > total:
+                    yield RecordError(
+                        json_path([*path, field]),
+                        "anchor",
+                        f"{field} {anchor[field]} is beyond the {total} {field}s of the course",
+                    )
+            if previous is not None and when <= previous[1]:
+                yield RecordError(
+                    json_path([*path, "date"]),
+                    "date-order",
+                    f"{when} is not after the anchor before it ({previous[1]})",
+                )
+            previous = (a_index, when)
+
+
+def _dose_change_errors(record: dict[str, Any]) -> Iterator[RecordError]:
+    """Dose changes follow the lead-in doses, in order; a dose or a maximum, not both."""
+    for index, treatment in enumerate(record.get("treatments", [])):
+        counts = treatment.get("counts", {})
+        total = None if counts.get("approximate") else counts.get("doses")
+        for a_index, agent in enumerate(treatment.get("agents", [])):
+            base: list[Any] = ["treatments", index, "agents", a_index]
+            if "dose" in agent and "max_dose" in agent:
+                yield RecordError(
+                    json_path([*base, "max_dose"]), "dose", "give dose or max_dose, not both"
+                )
+            floor = len(agent.get("initial_doses", [])) + 1
+            for c_index, change in enumerate(agent.get("dose_changes", [])):
+                path = json_path([*base, "dose_changes", c_index, "from_dose"])
+                if change["from_dose"] <= floor:
+                    yield RecordError(
+                        path,
+                        "dose",
+                        f"{change['from_dose']} does not follow the earlier dose steps "
+                        f"(must be above {floor})",
+                    )
+                if total and change["from_dose"] > total:
+                    yield RecordError(
+                        path, "dose", f"{change['from_dose']} is beyond the {total} doses"
+                    )
+                floor = max(floor, change["from_dose"])
+
+
+def _detailed_schema_errors(record: dict[str, Any]) -> list[RecordError]:
+    return [e for err in reference_errors(record) for e in _schema_errors(err)]
+
+
+def _first_schema_errors(record: dict[str, Any], wanted: int) -> list[RecordError]:
+    """The first ``wanted`` distinct errors in the reference's order (schema, then index)."""
+    found: set[RecordError] = set()
+    for error in reference_errors(record):
+        found.update(_schema_errors(error))
+        if len(found) >= wanted:
+            break
+    return sorted(found)[:wanted]
+
+
+def validate_record(record: dict[str, Any], max_errors: int | None = None) -> RecordErrors:
     """All problems of a record, sorted by path; an empty list means the record is valid.
 
     Semantic rules run only on a schema-valid record: they rely on the shape the schema
     guarantees, and a shape error is what the author needs to fix first anyway.
+
+    ``max_errors`` caps the list (for HTTP responses: a hostile record may carry 40,000
+    errors); the result then holds at most ``max_errors`` errors, sorted by path, and
+    ``omitted`` counts the rest. When a record has many more schema errors than the cap, the
+    ones kept are the first the validator meets (in the order of the schema's properties,
+    then of array items), not necessarily the smallest paths: rendering all of them would cost
+    tens of microseconds each, and the count comes from the fast validator instead.
     """
-    errors = [e for err in _validator().iter_errors(record) for e in _schema_errors(err)]
+    kept = None if max_errors is None else max(max_errors, 0)
+    errors: list[RecordError] = []
+    if not schema_valid(record):
+        total = fast_error_count(record) if kept is not None else None
+        if kept is not None and total is not None and total > 2 * kept + 10:
+            first = _first_schema_errors(record, kept)
+            return RecordErrors(first, omitted=max(total - len(first), 0))
+        errors = _detailed_schema_errors(record)
     if not errors:
-        errors = list(_semantic_errors(record))
-    return sorted(set(errors))
+        errors = [
+            *_semantic_errors(record),
+            *_anchor_errors(record),
+            *_dose_change_errors(record),
+        ]
+    ordered = sorted(set(errors))
+    if kept is None or len(ordered) <= kept:
+        return RecordErrors(ordered)
+    return RecordErrors(ordered[:kept], omitted=len(ordered) - kept)

@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from adapter import terminology
-from adapter.mapping.schedule import regimen
+from adapter.mapping.courses import course_status
 
 _DROP_TOP = ("note", "recorded_at")
 _DROP = {
@@ -21,7 +21,7 @@ _DROP = {
     "treatment": ("note", "schedule", "start_after"),
     "interruption": ("adverse_event", "restart_schedule"),
     "response": ("text",),
-    "agent": ("initial_doses",),
+    "agent": (),
     "schedule": ("phases",),
     "adverse_event": ("management", "note", "end", "serious"),
     "observation": ("context",),
@@ -55,18 +55,11 @@ def carried(record: dict[str, Any]) -> dict[str, Any]:
         for agent in treatment.get("agents", []):
             if shared and "schedule" not in agent:
                 agent["schedule"] = copy.deepcopy(shared)
-            schedule = agent.get("schedule") or {}
-            if "regimen" in schedule:
-                named = regimen(schedule["regimen"])
-                if named["drug"] == agent["drug"]:
-                    for field in ("dose", "route"):
-                        if field not in agent and field in named:
-                            agent[field] = named[field]
             if agent.get("text") == terminology.lookup("drugs", agent["drug"]).display:
                 agent.pop("text")
         for key in _DROP["treatment"]:
             treatment.pop(key, None)
-        treatment.setdefault("status", "unknown")
+        treatment["status"] = course_status(treatment)
         for pause in treatment.get("interruptions", []):
             for key in _DROP["interruption"]:
                 pause.pop(key, None)

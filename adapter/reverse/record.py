@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from adapter import terminology
+from adapter.mapping.computed import read as computed_marker
+from adapter.mapping.procedure import procedure_concept
 from adapter.mappings import adverse_event_attributes
 from adapter.reverse.index import (
     ResourceIndex,
@@ -23,6 +25,8 @@ from adapter.reverse.index import (
 NOT_CARRIED = (
     "diagnoses[].evidence (sent as free text only)",
     "treatments[].schedule phases (only a named regimen, a frequency and the text come back)",
+    "values the forward mapping computed (dose dates, a regimen's dose and route, a birth year,"
+    " dates from relative times): they are marked computed and not read back as stated",
     "adverse_events[].serious when not stated, management and notes (sent as text)",
     "observations[].context and the words beside a value",
     "source.case_label",
@@ -54,18 +58,29 @@ _RELATIVE_FIELDS: dict[str, str] = {
 
 
 def _time_fields(
-    stated: str | None,
+    resource: dict[str, Any],
+    element: str,
     relatives: list[dict[str, Any]],
     date_key: str = "date",
     after_key: str = "after",
 ) -> dict[str, Any]:
-    """A stated date (not one the forward mapping derived) and the relative time, if any."""
+    """A stated date (not one the forward mapping computed) and the relative time, if any."""
     fields: dict[str, Any] = {}
-    if stated and not (relatives and _date_derived(relatives[0])):
+    stated = resource.get(element)
+    computed = computed_marker(resource.get(f"_{element}")) is not None
+    legacy = bool(relatives and _date_derived(relatives[0]))  # bundles before the marker
+    if stated and not computed and not legacy:
         fields[date_key] = stated
     if relatives:
         fields[after_key] = _relative(relatives[0])
     return fields
+
+
+def _stated(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A complex value, unless the forward mapping marked it computed."""
+    if value is None or computed_marker(value) is not None:
+        return None
+    return value
 
 
 def _period_fields(value: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +113,8 @@ def _relative(ext: dict[str, Any]) -> dict[str, Any]:
 def _patient(index: ResourceIndex) -> dict[str, Any]:
     resource = index.by_key.get(("Patient", "patient"), {})
     patient: dict[str, Any] = {"sex": resource.get("gender", "unknown")}
-    derived = bool(extension(resource.get("_birthDate", {}), "birth-date-derivation"))
+    meta = resource.get("_birthDate", {})
+    derived = bool(extension(meta, "birth-date-derivation")) or computed_marker(meta) is not None
     if "birthDate" in resource and not derived:
         patient["birth_date"] = resource["birthDate"]
     races = []
@@ -224,6 +240,8 @@ def _course_fields(resource: dict[str, Any], course: dict[str, Any]) -> None:
             course["in_trial"] = True
         if "stopReason" in values:
             course["stop_reason"] = values["stopReason"]
+        if "endBefore" in values:
+            course["end_before"] = values["endBefore"]
         others = values.get("with")
         if others:
             course["with"] = others if isinstance(others, list) else [others]
@@ -247,6 +265,13 @@ def _course_fields(resource: dict[str, Any], course: dict[str, Any]) -> None:
     starts = extension(resource, "relative-start")
     if starts:
         course["start_after"] = _relative(starts[0])
+    anchors = []
+    for ext in extension(resource, "schedule-anchor"):
+        values = sub_values(ext)
+        anchor = {k: values[k] for k in ("cycle", "dose", "date", "text") if k in values}
+        anchors.append(anchor)
+    if anchors:
+        course["anchors"] = anchors
 
 
 def _stop_reason(course: dict[str, Any], reason: dict[str, Any] | None) -> None:
@@ -256,6 +281,52 @@ def _stop_reason(course: dict[str, Any], reason: dict[str, Any] | None) -> None:
     text = concept_text("stop-reasons", course.get("stop_reason"), reason)
     if text:
         course["stop_reason_text"] = text
+
+
+def _quantity(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    value = _stated(value)
+    return {"value": value["value"], "unit": value["unit"]} if value else None
+
+
+def _doses(instructions: list[dict[str, Any]]) -> dict[str, Any]:
+    """dose, initial_doses, dose_changes and max_dose from the Dosage of each dose step.
+
+    Doses the forward mapping computed (a regimen's default, a stated fraction worked out)
+    do not come back as stated: the regimen key and the fraction do.
+    """
+    fields: dict[str, Any] = {}
+    initial: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    for instruction in instructions:
+        rate = (instruction.get("doseAndRate") or [{}])[0]
+        quantity = _quantity(rate.get("doseQuantity"))
+        high = _quantity(rate.get("doseRange", {}).get("high"))
+        if high:
+            fields["max_dose"] = high
+        steps = extension(instruction, "dose-step")
+        kind = sub_values(steps[0]).get("kind") if steps else "maintenance"
+        if kind == "initial":
+            if quantity:
+                initial.append(quantity)
+        elif kind == "change":
+            values = sub_values(steps[0])
+            change: dict[str, Any] = {"from_dose": values["fromDose"]}
+            if quantity:
+                change["dose"] = quantity
+            for url, field in (("fraction", "fraction"), ("text", "text")):
+                if url in values:
+                    change[field] = values[url]
+            changes.append(change)
+        elif quantity:
+            fields["dose"] = quantity
+    if initial:
+        fields["initial_doses"] = initial
+    if changes:
+        fields["dose_changes"] = changes
+    return dict(sorted(fields.items(), key=lambda kv: _AGENT_ORDER.index(kv[0])))
+
+
+_AGENT_ORDER = ("dose", "initial_doses", "dose_changes", "max_dose")
 
 
 def _kind_of(resource: dict[str, Any]) -> str:
@@ -272,7 +343,8 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
         course_id = key.split(".", 1)[0]
         course = courses.setdefault(course_id, {"id": course_id, "kind": "drug", "agents": []})
         _course_fields(request, course)
-        instruction = (request.get("dosageInstruction") or [{}])[0]
+        instructions = request.get("dosageInstruction") or [{}]
+        instruction = instructions[0]
         bounds = instruction.get("timing", {}).get("repeat", {}).get("boundsPeriod", {})
         course.update(_period_fields(bounds))
         course["status"] = _COURSE_STATUS.get(request.get("status", "unknown"), "unknown")
@@ -285,17 +357,16 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
         text = concept_text("drugs", drug, medication)
         if text:
             agent["text"] = text
-        dose = (instruction.get("doseAndRate") or [{}])[0].get("doseQuantity")
-        if dose:
-            agent["dose"] = {"value": dose["value"], "unit": dose["unit"]}
-        route = concept_key("routes", instruction.get("route"))
+        agent.update(_doses(instructions))
+        route = concept_key("routes", _stated(instruction.get("route")))
         if route:
             agent["route"] = route
         schedule: dict[str, Any] = {}
         regimen = extension(request, "regimen")
         if regimen:
             schedule["regimen"] = regimen[0]["valueCode"]
-        repeat = instruction.get("timing", {}).get("repeat", {})
+        repeats = [i.get("timing", {}).get("repeat", {}) for i in instructions]
+        repeat: dict[str, Any] = next((r for r in repeats if "frequency" in r), {})
         if "frequency" in repeat:
             schedule["frequency"] = {
                 "times": repeat["frequency"],
@@ -319,9 +390,6 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
         course.update(_period_fields(performed))
         course["status"] = _COURSE_STATUS.get(procedure.get("status", "unknown"), "unknown")
         _stop_reason(course, procedure.get("statusReason"))
-        name = concept_text("procedures", course["kind"], procedure.get("code"))
-        if name:
-            course["name"] = name
         for ext in extension(procedure, "radiation-dose"):
             values = sub_values(ext)
             radiation: dict[str, Any] = {}
@@ -349,6 +417,9 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
                 "cd34Dose": "cd34_dose",
             }
             course["transplant"] = {names[k]: v for k, v in values.items() if k in names}
+        name = concept_text("procedures", procedure_concept(course), procedure.get("code"))
+        if name:
+            course["name"] = name
         courses[key] = course
     for course in courses.values():
         if "agents" in course:
@@ -374,7 +445,7 @@ def _attach_responses(index: ResourceIndex, courses: dict[str, dict[str, Any]]) 
                 response["text"] = words
         elif "valueString" in obs:
             response["text"] = obs["valueString"]
-        response.update(_time_fields(obs.get("effectiveDateTime"), extension(obs, "relative-time")))
+        response.update(_time_fields(obs, "effectiveDateTime", extension(obs, "relative-time")))
         courses[course_id].setdefault("responses", []).append(response)
 
 
@@ -382,9 +453,32 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
     aliases = adverse_event_attributes()
 
     def reverse(name: str, concept: dict[str, Any] | None) -> str | None:
+        if concept and "coding" not in concept:  # a value with no HL7 code travels as text
+            text = concept.get("text")
+            uncoded = next(
+                (v for v, k in aliases[name].items() if k is None and text in _texts(name, v)),
+                None,
+            )
+            if uncoded is not None:
+                return str(uncoded)
         key = concept_key("ae-grades", concept)
         maps = [aliases[name], aliases["r4"].get(name, {})]
-        return next((v for m in maps for v, k in m.items() if k is not None and k == key), None)
+        found = next((v for m in maps for v, k in m.items() if k is not None and k == key), None)
+        if found is None and concept and "coding" not in concept:
+            # Values sent as text alone (no HL7 code, or R4 where no spelling passes both
+            # validators) come back through the alias table's texts.
+            found = next(
+                (
+                    alias.split(".", 1)[1]
+                    for alias, words in aliases["text"].items()
+                    if alias.startswith(f"{name}.") and words == concept.get("text")
+                ),
+                None,
+            )
+        return found
+
+    def _texts(name: str, value: str) -> set[str]:
+        return {aliases["text"].get(f"{name}.{value}", ""), value.replace("_", " ")}
 
     events = []
     for key, resource in index.of_type("AdverseEvent"):
@@ -396,12 +490,12 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
             if grade:
                 event["grade"] = int(grade)
         onset_rel = extension(resource, "relative-onset")
-        onset = (
-            resource.get("date")
-            or resource.get("occurrenceDateTime")
-            or resource.get("occurrencePeriod", {}).get("start")
-        )
-        event.update(_time_fields(onset, onset_rel, "onset", "onset_after"))
+        holder, element = resource, "date"
+        if "occurrenceDateTime" in resource:
+            element = "occurrenceDateTime"
+        elif "occurrencePeriod" in resource:
+            holder, element = resource["occurrencePeriod"], "start"
+        event.update(_time_fields(holder, element, onset_rel, "onset", "onset_after"))
         end_rel = extension(resource, "relative-resolution")
         if end_rel:
             event["end_after"] = _relative(end_rel[0])
@@ -443,10 +537,16 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
             referenced = drugs_by_course.get(treatment, set())
             if target[0] == "MedicationAdministration" and referenced != course_drugs:
                 suspect["drug"] = target[1].split(".")[1]
-            assess = reverse("causality", first.get("assessment") or first.get("entityRelatedness"))
+            assessment = first.get("assessment") or first.get("entityRelatedness")
+            assess = reverse("causality", assessment)
             method = reverse("method", first.get("method") or first.get("assessmentMethod"))
             if assess:
                 suspect["causality"] = assess
+                beside = extension(first, "causality-words")
+                words = beside[0]["valueString"] if beside else None
+                words = words or _attribution_words(assess, assessment)
+                if words:
+                    suspect["text"] = words
             if method:
                 suspect["method"] = method
             if suspect not in suspects:
@@ -458,6 +558,23 @@ def _adverse_events(index: ResourceIndex) -> list[dict[str, Any]]:
             event["actions"] = actions
         events.append(event)
     return events
+
+
+def _attribution_words(causality: str, concept: dict[str, Any] | None) -> str | None:
+    """The source's words of a causality assessment: its text, unless that is just the
+    code's display or the alias table's text."""
+    text = (concept or {}).get("text")
+    if not text:
+        return None
+    displays = {c.get("display") for c in (concept or {}).get("coding", [])}
+    aliases = adverse_event_attributes()
+    key = aliases["causality"].get(causality)
+    defaults = {aliases["text"].get(f"causality.{causality}")}
+    if key:
+        defaults.add(terminology.lookup("ae-grades", key).display)
+    if text in displays or text in defaults:
+        return None
+    return str(text)
 
 
 def _observations(index: ResourceIndex) -> list[dict[str, Any]]:
@@ -474,7 +591,7 @@ def _observations(index: ResourceIndex) -> list[dict[str, Any]]:
                 item["comparator"] = quantity["comparator"]
         elif "valueString" in obs:
             item["text"] = obs["valueString"]
-        item.update(_time_fields(obs.get("effectiveDateTime"), extension(obs, "relative-time")))
+        item.update(_time_fields(obs, "effectiveDateTime", extension(obs, "relative-time")))
         observations.append(item)
     return observations
 
@@ -511,9 +628,7 @@ def _follow_up_and_history(index: ResourceIndex, record: dict[str, Any]) -> None
     obs = index.by_key.get(("Observation", "followup"))
     if obs:
         follow_up: dict[str, Any] = {}
-        follow_up.update(
-            _time_fields(obs.get("effectiveDateTime"), extension(obs, "relative-time"))
-        )
+        follow_up.update(_time_fields(obs, "effectiveDateTime", extension(obs, "relative-time")))
         status = _record_key(obs)
         if status:
             follow_up["status"] = status

@@ -18,8 +18,6 @@ import pytest
 from adapter.gateway.clients import Client, server_id
 from tests.security.conftest import EHR_A, Gateway, record
 
-RECORD_LAYER = pytest.mark.xfail(strict=True, reason="record-layer fix on the speed branch")
-
 
 def _far_future_record() -> bytes:
     data = record("caruso2022-02")
@@ -28,7 +26,6 @@ def _far_future_record() -> bytes:
     return json.dumps(data).encode()
 
 
-@RECORD_LAYER
 @pytest.mark.parametrize("path", ["/case-records/$convert", "/case-records"])
 def test_a_date_out_of_the_window_is_refused_not_a_500(gateway: Gateway, path: str) -> None:
     with gateway.client() as client:
@@ -44,7 +41,6 @@ def _with_value(literal: str) -> bytes:
     return json.dumps(data).replace('"value": 1.5', f'"value": {literal}', 1).encode()
 
 
-@RECORD_LAYER
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_are_refused_with_their_path(gateway: Gateway, literal: str) -> None:
     with gateway.client() as client:

@@ -119,7 +119,6 @@ def test_healthz_answers_while_5mb_hostile_bodies_are_processed(isolated: Gatewa
     assert not statuses & {500, 502}, posts  # refused (4xx) or out of time (503), never a 500
 
 
-@pytest.mark.xfail(strict=True, reason="record-layer fix on the speed branch")
 def test_the_issues_quote_body_is_refused_at_once(gateway: Gateway) -> None:
     with gateway.client() as client:
         started = time.perf_counter()

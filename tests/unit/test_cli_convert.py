@@ -10,6 +10,9 @@ import pytest
 
 from adapter.cli import main
 from adapter.fhir_validation import validate_resource
+from adapter.mapping import ConversionOptions
+from adapter.pipeline import PARALLEL_FROM, default_jobs, render_sources
+from adapter.synthetic import generate_cases
 from tests.conftest import CASES, INVALID
 
 
@@ -65,12 +68,51 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
     assert main(argv) == 2
 
 
-def test_parallel_jobs_give_the_same_files(tmp_path: Path) -> None:
-    serial, parallel = tmp_path / "s", tmp_path / "p"
-    assert main(["convert", str(CASES), "--out-dir", str(serial), "-q"]) == 0
-    assert main(["convert", str(CASES), "--out-dir", str(parallel), "-q", "--jobs", "2"]) == 0
-    for path in serial.iterdir():
-        assert path.read_bytes() == (parallel / path.name).read_bytes()
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("output_format", ["json", "ndjson"])
+def test_parallel_jobs_give_the_same_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], output_format: str
+) -> None:
+    """Enough inputs for worker processes (``PARALLEL_FROM``), one of them broken: files,
+    error lines and summary are the same for --jobs 1, --jobs 2 and the default."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for record in generate_cases(PARALLEL_FROM + 6, seed=9):
+        (folder / f"{record['record_id']}.json").write_text(json.dumps(record))
+    shutil.copy(INVALID / "06-unknown-drug.json", folder / "synth-000030-broken.json")
+    runs = {}
+    for jobs in (["--jobs", "1"], ["--jobs", "2"], []):
+        out = tmp_path / f"out{len(runs)}"
+        args = ["convert", str(folder), "--out-dir", str(out), "--format", output_format]
+        assert main([*args, "--summary", "json", *jobs]) == 1
+        captured = capsys.readouterr()
+        runs[" ".join(jobs) or "default"] = (_outputs(out), captured.err, captured.out)
+    serial = runs.pop("--jobs 1")
+    assert "synth-000030-broken.json: $.treatments[0].agents[0].drug" in serial[1]
+    for other in runs.values():
+        assert other == serial
+
+
+def test_render_sources_in_workers_equals_in_process(tmp_path: Path) -> None:
+    sources = []
+    for record in generate_cases(PARALLEL_FROM, seed=4):
+        path = tmp_path / f"{record['record_id']}.json"
+        path.write_text(json.dumps(record))
+        sources.append(str(path))
+    options = ConversionOptions()
+    serial = list(render_sources(sources, options, "ndjson", jobs=1))
+    parallel = list(render_sources(sources, options, "ndjson", jobs=2))
+    assert parallel == serial
+    assert all(r.ok for r in serial)
+
+
+def test_default_jobs_is_the_usable_core_count() -> None:
+    import os
+
+    assert default_jobs() == len(os.sched_getaffinity(0))
 
 
 def test_validate_flag_and_r5(tmp_path: Path) -> None:

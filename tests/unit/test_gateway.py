@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import types
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from fastapi.testclient import TestClient
 
 from adapter.fhir import FhirTransportError, OperationOutcomeError
 from adapter.fhir_validation import validate_bundle_resources, validate_resource
+from adapter.gateway.clients import Client, server_id
 from adapter.gateway.config import Settings
 from adapter.gateway.outbox import Lease, NewSubmission, SqliteOutbox, State
 from adapter.gateway.worker import Breaker, DeliveryResult, backoff
+from adapter.mapping.context import DEFAULT_NAMESPACE
 from tests.conftest import INVALID, load_case
 from tests.unit.test_gateway_helpers import (
     ADMIN_AUTH,
@@ -166,7 +169,8 @@ def test_metadata_is_a_valid_capability_statement(client: TestClient) -> None:
     statement = response.json()
     assert validate_resource(statement, "R4") == []
     types_ = {r["type"] for r in statement["rest"][0]["resource"]}
-    assert {"Patient", "Condition", "Provenance", "AdverseEvent"} <= types_
+    assert {"Patient", "Condition", "AdverseEvent", "Encounter", "Claim"} <= types_
+    assert not {"Provenance", "StructureDefinition", "Subscription"} & types_
     assert statement["fhirVersion"] == "4.0.1"
 
 
@@ -225,19 +229,31 @@ def test_push_case_record_delivered_201(client: TestClient, upstream: FakeUpstre
     [sent] = upstream.bundles
     assert sent["type"] == "transaction"
     provenance_entry = sent["entry"][-1]
-    assert provenance_entry["request"] == {
-        "method": "PUT",
-        "url": f"Provenance/gw-{view['id']}",
-    }
+    assert provenance_entry["request"]["method"] == "PUT"
+    assert provenance_entry["request"]["url"].startswith("Provenance/gw-")
     provenance = provenance_entry["resource"]
-    assert provenance["agent"][0]["who"]["display"].startswith("api-key:")
+    assert provenance["agent"][0]["who"]["identifier"]["value"] == "default"
+    assert "api-key:" in provenance["agent"][0]["who"]["display"]
+    assert provenance["entity"][0]["what"]["identifier"]["value"] == view["id"]
     assert "test-gateway" in provenance["agent"][1]["who"]["display"]
-    targets = {t["reference"] for t in provenance["target"]}
-    assert targets == {e["fullUrl"] for e in sent["entry"][:-1]}
-    # Everything else is a conditional create or a PUT: re-delivery duplicates nothing.
+    # It points at the record's own Provenance, which names every resource: pointing at the
+    # resources would block a later correction from deleting one (referential integrity).
+    [record_provenance] = [
+        e for e in sent["entry"][:-1] if e["resource"]["resourceType"] == "Provenance"
+    ]
+    assert provenance["target"] == [{"reference": record_provenance["fullUrl"]}]
+    # Everything else is a conditional update or a PUT by id: re-delivery duplicates nothing.
     for entry in sent["entry"][:-1]:
         request = entry["request"]
-        assert request["method"] == "PUT" or request["ifNoneExist"]
+        assert request["method"] == "PUT"
+        resource = entry["resource"]
+        assert request["url"].startswith(f"{resource['resourceType']}?identifier=") or (
+            request["url"] == f"{resource['resourceType']}/{resource['id']}"
+        )
+    # The delivery read the record's state first: nothing there, so nothing to delete.
+    assert upstream.state_route.call_count == 1
+    assert "ifMatch" not in record_provenance["request"]
+    assert all(e["request"]["method"] != "DELETE" for e in sent["entry"])
 
 
 def test_every_example_pushes_a_valid_bundle(case_name: str, tmp_path: Path) -> None:
@@ -333,15 +349,16 @@ def test_breaker_queues_without_waiting_on_a_dead_upstream(
     with running(settings) as client:
         first = client.post("/case-records", content=record_bytes(), headers=HEADERS)
         assert first.status_code == 202
-        assert upstream.transaction_route.call_count >= 1
+        # (a case record's delivery starts by reading its state: that is the first call)
+        assert upstream.state_route.call_count + upstream.transaction_route.call_count >= 1
         # A different record, so that the worker's own (jittered, possibly immediate) retry of
         # the first push cannot be mistaken for the second push reaching the upstream.
         second_body = record_bytes(record_id="breaker-second")
         second = client.post("/case-records", content=second_body, headers=HEADERS)
         assert second.status_code == 202
         assert second.json()["attempts"] == 0
-        sent = [call.request.content for call in upstream.transaction_route.calls]
-        assert not any(b"breaker-second" in body for body in sent)
+        calls = [*upstream.state_route.calls, *upstream.transaction_route.calls]
+        assert not any(b"breaker-second" in call.request.content for call in calls)
 
 
 def test_max_attempts_gives_up(tmp_path: Path, upstream: FakeUpstream) -> None:
@@ -414,11 +431,12 @@ def test_outbox_survives_recreating_the_app(tmp_path: Path, upstream: FakeUpstre
     settings = make_settings(tmp_path, retry_base_seconds=60.0, retry_max_seconds=60.0)
     upstream.mode = "down"
     with running(settings) as client:
+        # Three different records: versions of one record would supersede each other.
         locations = [
-            client.post("/case-records", content=record_bytes(), headers=HEADERS).headers[
-                "location"
-            ]
-            for _ in range(3)
+            client.post(
+                "/case-records", content=record_bytes(record_id=f"survivor-{n}"), headers=HEADERS
+            ).headers["location"]
+            for n in range(3)
         ]
     upstream.mode = "ok"
     # A new app on the same file; fast retries so the due rows go out at once.
@@ -617,7 +635,7 @@ def test_unexpected_error_is_a_500_outcome(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def explode(*args: Any) -> Any:
+    def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
 
     # Threads, so that the patched function is the one that runs.
@@ -670,8 +688,10 @@ def test_convert_rejects_invalid_record(client: TestClient) -> None:
 
 # -- POST /fhir --------------------------------------------------------------------------------
 
+DEFAULT_CLIENT = Client("default", frozenset({"read", "write", "convert"}), DEFAULT_NAMESPACE)
 
-def test_fhir_transaction_forwarded_with_provenance(
+
+def test_fhir_transaction_normalised_and_forwarded_with_provenance(
     client: TestClient, upstream: FakeUpstream
 ) -> None:
     response = client.post("/fhir", json=ehr_bundle(), headers=HEADERS)
@@ -680,23 +700,104 @@ def test_fhir_transaction_forwarded_with_provenance(
     assert view["kind"] == "bundle" and view["status"] == "delivered"
     [sent] = upstream.bundles
     assert len(sent["entry"]) == 3
-    condition = sent["entry"][1]
+    patient, condition, provenance_entry = sent["entry"]
+    patient_id = server_id(DEFAULT_CLIENT, "Patient", "p1")
+    assert patient["request"] == {"method": "PUT", "url": f"Patient/{patient_id}"}
+    assert patient["resource"]["id"] == patient_id
+    # The conditional create became a conditional update on the same identifier, without id.
+    assert condition["request"] == {"method": "PUT", "url": f"Condition?identifier={OWN_SYSTEM}|c1"}
+    assert "id" not in condition["resource"]
+    # In a transaction the server resolves urn:uuid references itself.
+    assert condition["resource"]["subject"]["reference"] == PATIENT_PUT["fullUrl"]
     assert condition["fullUrl"].startswith("urn:uuid:")  # assigned, so Provenance can target it
-    provenance = sent["entry"][2]["resource"]
+    provenance = provenance_entry["resource"]
+    assert provenance_entry["request"] == {"method": "PUT", "url": f"Provenance/{provenance['id']}"}
     assert {t["reference"] for t in provenance["target"]} == {
-        sent["entry"][0]["fullUrl"],
+        patient["fullUrl"],
         condition["fullUrl"],
     }
     assert validate_bundle_resources(sent, "R4") == []
 
 
-def test_fhir_batch_forwarded_without_provenance(
+def test_fhir_unchanged_resend_adds_no_provenance(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    """The same content again: same writes, and the upstream's Provenance is left as it is."""
+    first = client.post("/fhir", json=ehr_bundle(), headers=HEADERS)
+    second = client.post("/fhir", json=ehr_bundle(), headers=HEADERS)
+    assert (first.status_code, second.status_code) == (201, 201)
+    sent_first, sent_second = upstream.bundles
+    assert sent_second["entry"] == sent_first["entry"][:-1]
+    assert upstream.provenance_read_route.call_count == 2
+    assert len(upstream.provenances) == 1
+
+
+def test_fhir_changed_content_gets_its_own_provenance(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    corrected = ehr_bundle()
+    corrected["entry"][0]["resource"]["gender"] = "other"
+    assert client.post("/fhir", json=ehr_bundle(), headers=HEADERS).status_code == 201
+    assert client.post("/fhir", json=corrected, headers=HEADERS).status_code == 201
+    first, second = (bundle["entry"][-1]["resource"] for bundle in upstream.bundles)
+    assert first["resourceType"] == second["resourceType"] == "Provenance"
+    assert first["id"] != second["id"]
+
+
+def test_fhir_provenance_lookup_failure_still_sends_provenance(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    upstream.provenance_read_route.side_effect = httpx.ReadTimeout("slow")
+    assert client.post("/fhir", json=ehr_bundle(), headers=HEADERS).status_code == 201
+    [sent] = upstream.bundles
+    assert sent["entry"][-1]["resource"]["resourceType"] == "Provenance"
+
+
+def test_fhir_batch_gets_provenance_with_final_references(
     client: TestClient, upstream: FakeUpstream
 ) -> None:
     response = client.post("/fhir", json=ehr_bundle(bundle_type="batch"), headers=HEADERS)
     assert response.status_code == 201
     [sent] = upstream.bundles
-    assert sent["type"] == "batch" and len(sent["entry"]) == 2
+    assert sent["type"] == "batch" and len(sent["entry"]) == 3
+    patient_ref = f"Patient/{server_id(DEFAULT_CLIENT, 'Patient', 'p1')}"
+    # A batch resolves no urn:uuid: the gateway puts the final reference in.
+    assert sent["entry"][1]["resource"]["subject"] == {"reference": patient_ref}
+    provenance = sent["entry"][2]["resource"]
+    assert provenance["target"] == [
+        {"reference": patient_ref},
+        {"type": "Condition", "identifier": {"system": OWN_SYSTEM, "value": "c1"}},
+    ]
+    assert validate_bundle_resources(sent, "R4") == []
+
+
+def test_fhir_plain_posts_become_puts_and_are_retried(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    """A POST with a fullUrl is idempotent once rewritten, so a lost answer is simply retried."""
+    plain = {
+        "fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
+        "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+        "request": {"method": "POST", "url": "Observation"},
+    }
+    seen: list[bytes] = []
+
+    def first_lost(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        if len(seen) == 1:
+            raise httpx.ReadTimeout("answer lost", request=request)
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+        )
+
+    upstream.mode = first_lost
+    response = client.post("/fhir", json=ehr_bundle(plain), headers=HEADERS)
+    assert response.status_code == 202
+    wait_for_status(client, response.headers["location"], "delivered")
+    assert len(seen) == 2 and json.loads(seen[0]) == json.loads(seen[1])
+    observation = json.loads(seen[0])["entry"][0]
+    expected_id = server_id(DEFAULT_CLIENT, "Observation", plain["fullUrl"])
+    assert observation["request"] == {"method": "PUT", "url": f"Observation/{expected_id}"}
 
 
 def test_fhir_upstream_down_202(client: TestClient, upstream: FakeUpstream) -> None:
@@ -723,20 +824,11 @@ def test_fhir_malformed_json_400(client: TestClient) -> None:
         (
             ehr_bundle(
                 {
-                    "resource": {"resourceType": "Practitioner"},
-                    "request": {"method": "PUT", "url": "Practitioner/1"},
-                }
-            ),
-            "Bundle.entry[0].resource.resourceType",
-        ),
-        (
-            ehr_bundle(
-                {
                     "resource": {"resourceType": "Patient"},
                     "request": {"method": "POST", "url": "Patient"},
                 }
             ),
-            "Bundle.entry[0].request.ifNoneExist",
+            "Bundle.entry[0]",
         ),
         (
             ehr_bundle(
@@ -768,12 +860,28 @@ def test_fhir_malformed_json_400(client: TestClient) -> None:
         ),
         (
             ehr_bundle(
+                PATIENT_PUT,
                 {
                     "resource": {"resourceType": "Patient", "shoeSize": 44},
-                    "request": {"method": "PUT", "url": f"Patient/{own_id('Patient', '1')}"},
+                    "request": {"method": "PUT", "url": "Patient/1"},
+                },
+            ),
+            "Bundle.entry[1].resource.shoeSize",
+        ),
+        (
+            ehr_bundle(
+                {
+                    "fullUrl": "urn:uuid:33333333-3333-4333-8333-333333333333",
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": "x"},
+                        "subject": {"reference": "urn:uuid:44444444-4444-4444-8444-444444444444"},
+                    },
+                    "request": {"method": "POST", "url": "Observation"},
                 }
             ),
-            "Bundle.entry[0].resource.shoeSize",
+            "Bundle.entry[0].resource.subject.reference",
         ),
     ],
 )
@@ -786,31 +894,98 @@ def test_fhir_invalid_bundles_are_422(
     assert upstream.transaction_route.call_count == 0
 
 
+@pytest.mark.parametrize(
+    ("bundle", "expression"),
+    [
+        (
+            ehr_bundle(
+                PATIENT_PUT,
+                {
+                    "resource": {"resourceType": "StructureDefinition"},
+                    "request": {"method": "PUT", "url": "StructureDefinition/1"},
+                },
+            ),
+            "Bundle.entry[1].resource.resourceType",
+        ),
+        (
+            ehr_bundle(
+                {
+                    "resource": {"resourceType": "Provenance"},
+                    "request": {"method": "PUT", "url": "Provenance/1"},
+                }
+            ),
+            "Bundle.entry[0].resource.resourceType",
+        ),
+    ],
+)
+def test_fhir_types_no_client_may_write_are_403(
+    client: TestClient, upstream: FakeUpstream, bundle: dict[str, Any], expression: str
+) -> None:
+    """Authorization rule 7: refused as a matter of rights, before any other check."""
+    response = client.post("/fhir", json=bundle, headers=HEADERS)
+    assert response.status_code == 403, response.text
+    assert expressions(response) == {expression}
+    assert upstream.transaction_route.call_count == 0
+
+
+def test_fhir_refused_type_says_why(client: TestClient) -> None:
+    bundle = ehr_bundle(
+        {
+            "resource": {"resourceType": "Subscription"},
+            "request": {"method": "PUT", "url": "Subscription/1"},
+        }
+    )
+    response = client.post("/fhir", json=bundle, headers=HEADERS)
+    assert response.status_code == 403
+    [issue] = issues(response)
+    assert "send data to an address of the sender's choosing" in issue["diagnostics"]
+
+
+def test_fhir_ehr_types_accepted_by_default(client: TestClient, upstream: FakeUpstream) -> None:
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+            "resource": {"resourceType": resource_type, **body},
+            "request": {"method": "POST", "url": resource_type},
+        }
+        for resource_type, body in [
+            ("Encounter", {"status": "finished", "class": {"code": "AMB"}}),
+            ("Organization", {"name": "General Hospital"}),
+            ("Practitioner", {"name": [{"family": "Doe"}]}),
+            (
+                "Immunization",
+                {
+                    "status": "completed",
+                    "vaccineCode": {"text": "flu"},
+                    "patient": {"reference": "Patient/p1"},
+                    "occurrenceDateTime": "2020-01-01",
+                },
+            ),
+        ]
+    ]
+    response = client.post("/fhir", json=ehr_bundle(PATIENT_PUT, *entries), headers=HEADERS)
+    assert response.status_code == 201, response.text
+    [sent] = upstream.bundles
+    immunization = sent["entry"][4]["resource"]
+    patient_id = server_id(DEFAULT_CLIENT, "Patient", "p1")
+    assert immunization["patient"] == {"reference": f"Patient/{patient_id}"}
+
+
 def test_fhir_allowed_types_are_configurable(tmp_path: Path, upstream: FakeUpstream) -> None:
     with running(make_settings(tmp_path, allowed_resource_types=("Condition",))) as client:
         response = client.post("/fhir", json=ehr_bundle(), headers=HEADERS)
     assert response.status_code == 422
     assert expressions(response) == {"Bundle.entry[0].resource.resourceType"}
+    assert "FHIR_ADAPTER_ALLOWED_RESOURCE_TYPES" in issues(response)[0]["diagnostics"]
 
 
-def test_unconditional_bundle_is_never_sent_twice(tmp_path: Path, upstream: FakeUpstream) -> None:
-    """With the conditional rule off, an ambiguous failure fails instead of risking a duplicate."""
-    plain = {
-        "resource": {"resourceType": "Patient"},
-        "request": {"method": "POST", "url": "Patient"},
-    }
-
-    def lost(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("answer lost", request=request)
-
-    upstream.mode = lost
-    with running(make_settings(tmp_path, require_conditional=False)) as client:
-        response = client.post("/fhir", json=ehr_bundle(plain), headers=HEADERS)
-        assert response.status_code == 502
-        view = client.get(response.headers["location"], headers=AUTH).json()
-    assert view["status"] == "failed"
-    assert "not safe to send twice" in view["error"]
-    assert upstream.transaction_route.call_count == 1
+def test_fhir_413_says_what_to_do(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with running(make_settings(tmp_path, max_bundle_entries=1)) as client:
+        response = client.post("/fhir", json=ehr_bundle(), headers=HEADERS)
+    assert response.status_code == 413
+    [issue] = issues(response)
+    assert "several Bundles of at most 1 entries" in issue["diagnostics"]
+    assert upstream.transaction_route.call_count == 0
 
 
 # -- GET /patients/{identifier}/case-record ----------------------------------------------------
@@ -1017,6 +1192,7 @@ def test_shutdown_hands_in_flight_deliveries_back(tmp_path: Path, upstream: Fake
         response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
         assert response.status_code == 202
         upstream.transaction_route.mock(side_effect=slow)
+        upstream.mode = "ok"  # the state read before the transaction goes through
         assert started.wait(10)
     outbox = SqliteOutbox(settings.db)
     row = outbox.get(response.json()["id"])

@@ -158,7 +158,9 @@ def test_valid_hs256_jwt(client: TestClient, upstream: FakeUpstream) -> None:
     response = push(client, bearer(token()))
     assert response.status_code == 201
     provenance = upstream.bundles[0]["entry"][-1]["resource"]
-    assert provenance["agent"][0]["who"]["display"] == "jwt:ehr-integration-engine"
+    # The client the JWT's subject is bound to, and the credential that acted for it.
+    assert provenance["agent"][0]["who"]["identifier"]["value"] == "ehr"
+    assert provenance["agent"][0]["who"]["display"] == "ehr (jwt:ehr-integration-engine)"
 
 
 def test_valid_rs256_jwt(client: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:

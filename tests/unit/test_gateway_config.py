@@ -22,7 +22,9 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 5 * 1024 * 1024
     assert settings.namespace == DEFAULT_NAMESPACE
     assert settings.allowed_resource_types == DEFAULT_ALLOWED_RESOURCE_TYPES
-    assert settings.require_conditional and not settings.docs  # docs are opt-in
+    assert not settings.docs  # docs are opt-in
+    assert {"Encounter", "Claim", "Organization"} <= set(settings.allowed_resource_types)
+    assert "Provenance" not in settings.allowed_resource_types
     assert settings.max_attempts == 0
     assert not settings.auth_configured
 
@@ -46,7 +48,6 @@ def test_every_variable() -> None:
         "FHIR_ADAPTER_MAX_BUNDLE_ENTRIES": "50",
         "FHIR_ADAPTER_NAMESPACE": "https://registry.example.org",
         "FHIR_ADAPTER_ALLOWED_RESOURCE_TYPES": "Patient, Condition",
-        "FHIR_ADAPTER_REQUIRE_CONDITIONAL": "false",
         "FHIR_ADAPTER_INSTANCE_ID": "gw-a",
         "FHIR_ADAPTER_WORKER_CONCURRENCY": "8",
         "FHIR_ADAPTER_RETRY_BASE_SECONDS": "0.5",
@@ -66,7 +67,7 @@ def test_every_variable() -> None:
     assert settings.db == "postgresql://gw@db/gateway"
     assert settings.max_body_bytes == 1_000_000
     assert settings.allowed_resource_types == ("Patient", "Condition")
-    assert not settings.require_conditional and not settings.docs
+    assert not settings.docs
     assert settings.instance_id == "gw-a"
     assert (settings.worker_concurrency, settings.max_attempts) == (8, 10)
     assert settings.auth_configured
@@ -96,3 +97,13 @@ def test_serve_exits_2_on_configuration_error(
     monkeypatch.setenv("FHIR_ADAPTER_MAX_BODY_BYTES", "lots")
     assert serve("127.0.0.1", 0) == 2
     assert "FHIR_ADAPTER_MAX_BODY_BYTES" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("types", "message"),
+    [("Patient,Provenance", "Provenance cannot be accepted"), ("Patient,Widget", "Widget")],
+)
+def test_allowed_types_can_only_narrow(types: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.from_env({"FHIR_ADAPTER_ALLOWED_RESOURCE_TYPES": types})
+    assert "FHIR_ADAPTER_ALLOWED_RESOURCE_TYPES" in str(caught.value)

@@ -120,8 +120,18 @@ class FakeUpstream:
         self.router = router
         self.bundles: list[dict[str, Any]] = []
         self.mode: str | Callable[[httpx.Request], httpx.Response] = "ok"
+        # A case record's delivery first reads the record's state (a batch with one search
+        # for its Provenance): this fake server has none. Matched before the transactions.
+        self.state_route = router.post(
+            UPSTREAM, json__type="batch", json__entry__0__request__method="GET"
+        ).mock(side_effect=self._state)
         self.transaction_route = router.post(UPSTREAM).mock(side_effect=self._transaction)
         self.metadata_route = router.get(f"{UPSTREAM}/metadata").mock(side_effect=self._metadata)
+        self.provenances: dict[str, dict[str, Any]] = {}
+        """Provenances received, by id: ``GET Provenance/<id>`` finds them, as on HAPI."""
+        self.provenance_read_route = router.get(url__regex=rf"^{UPSTREAM}/Provenance/[^/]+$").mock(
+            side_effect=self._read_provenance
+        )
 
     def _transaction(self, request: httpx.Request) -> httpx.Response:
         mode = self.mode
@@ -133,9 +143,16 @@ class FakeUpstream:
             return mode(request)
         bundle = json.loads(request.content)
         self.bundles.append(bundle)
+        for entry in bundle.get("entry", []):
+            if entry["request"]["url"].startswith("Provenance/"):
+                self.provenances[entry["resource"]["id"]] = entry["resource"]
         entries = []
         for index, entry in enumerate(bundle.get("entry", [])):
-            resource_type = entry["request"]["url"].split("?")[0].split("/")[0]
+            url = entry["request"]["url"]
+            if entry["request"]["method"] == "DELETE":  # a correction's removal
+                entries.append({"response": {"status": "204 No Content", "location": url}})
+                continue
+            resource_type = url.split("?")[0].split("/")[0]
             entries.append(
                 {
                     "response": {
@@ -153,6 +170,30 @@ class FakeUpstream:
             json={"resourceType": "Bundle", "type": kind, "entry": entries},
             headers={"Content-Type": "application/fhir+json"},
         )
+
+    def _state(self, request: httpx.Request) -> httpx.Response:
+        if self.mode == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.mode == "unavailable":
+            return outcome(503, "transient", "server starting")
+        searchset = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+        return httpx.Response(
+            200,
+            json={
+                "resourceType": "Bundle",
+                "type": "batch-response",
+                "entry": [{"resource": searchset, "response": {"status": "200 OK"}}],
+            },
+            headers={"Content-Type": "application/fhir+json"},
+        )
+
+    def _read_provenance(self, request: httpx.Request) -> httpx.Response:
+        if self.mode == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        found = self.provenances.get(request.url.path.rsplit("/", 1)[-1])
+        if found is None:
+            return outcome(404, "not-found", "Resource Provenance is not known")
+        return httpx.Response(200, json=found, headers={"Content-Type": "application/fhir+json"})
 
     def _metadata(self, request: httpx.Request) -> httpx.Response:
         if self.mode == "down":

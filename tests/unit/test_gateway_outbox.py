@@ -1,13 +1,13 @@
 """The outbox contract, run against SQLite and (when ``FHIR_TEST_POSTGRES_URL`` is set) Postgres.
 
-The Postgres run needs a reachable server and psycopg (``pip install -e '.[postgres]'``); it
-is skipped otherwise, because CI starts no Postgres. Each Postgres test drops the table
-first, so point the variable at a scratch database.
+The Postgres run needs a reachable server and psycopg (``pip install -e '.[postgres]'``);
+scripts/test.sh starts a throwaway cluster (tests/postgres/pg.sh) and CI requires it (see
+``tests.conftest.needs_postgres``). Each Postgres test drops the table first, so point the
+variable at a scratch database.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,18 +24,16 @@ from adapter.gateway.outbox import (
     State,
     open_outbox,
 )
-
-POSTGRES_URL = os.environ.get("FHIR_TEST_POSTGRES_URL")
+from tests.conftest import needs_postgres, postgres_url
 
 
 def _postgres() -> Outbox:
-    pytest.importorskip("psycopg")
-    assert POSTGRES_URL
+    url = postgres_url()
     import psycopg
 
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    return open_outbox(POSTGRES_URL)
+    return open_outbox(url)
 
 
 @pytest.fixture(
@@ -43,7 +41,7 @@ def _postgres() -> Outbox:
         "sqlite",
         pytest.param(
             "postgres",
-            marks=pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_TEST_POSTGRES_URL not set"),
+            marks=needs_postgres,
         ),
     ]
 )
@@ -55,7 +53,9 @@ def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
     store.close()
 
 
-def new(submission_id: str | None = None, replay_safe: bool = True) -> NewSubmission:
+def new(
+    submission_id: str | None = None, replay_safe: bool = True, record_key: str | None = None
+) -> NewSubmission:
     return NewSubmission(
         id=submission_id or str(uuid.uuid4()),
         kind="case-record",
@@ -64,6 +64,7 @@ def new(submission_id: str | None = None, replay_safe: bool = True) -> NewSubmis
         payload=b'{"resourceType":"Bundle"}',
         replay_safe=replay_safe,
         warnings=("a warning",),
+        record_key=record_key,
     )
 
 
@@ -201,7 +202,13 @@ def test_counts_and_ping(outbox: Outbox) -> None:
     outbox.add(new(), now=1000.0, lease=None)
     outbox.add(new(), now=1000.0, lease=Lease("x", "gw", 2000.0))
     counts = outbox.counts()
-    assert counts == {"queued": 1, "delivering": 1, "delivered": 0, "failed": 0}
+    assert counts == {
+        "queued": 1,
+        "delivering": 1,
+        "delivered": 0,
+        "failed": 0,
+        "superseded": 0,
+    }
     assert outbox.next_due() == 1000.0
 
 
@@ -244,7 +251,7 @@ def test_open_outbox_picks_the_backend(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_TEST_POSTGRES_URL not set")
+@needs_postgres
 def test_gateway_on_postgres_queues_and_delivers(tmp_path: Path) -> None:
     """The whole app on Postgres: 202 while the upstream is down, delivered after."""
     from tests.unit.test_gateway_helpers import (
@@ -257,10 +264,88 @@ def test_gateway_on_postgres_queues_and_delivers(tmp_path: Path) -> None:
     )
 
     _postgres().close()  # fresh table
-    with fake_upstream() as upstream, running(make_settings(tmp_path, db=POSTGRES_URL)) as client:
+    with fake_upstream() as upstream, running(make_settings(tmp_path, db=postgres_url())) as client:
         upstream.mode = "down"
         response = client.post("/case-records", content=record_bytes(), headers=HEADERS)
         assert response.status_code == 202
         upstream.mode = "ok"
         wait_for_status(client, response.headers["location"], "delivered")
         assert client.get("/readyz").status_code == 200
+
+
+# -- one record, several versions: delivered one at a time, in order, never older after newer
+
+
+RECORD = "https://ns.example.org/fhir/identifier/case-record|case-1"
+
+
+def finish(outbox: Outbox, submission_id: str, token: str, state: State, now: float) -> None:
+    assert outbox.finish(
+        submission_id,
+        token,
+        state=state,
+        now=now,
+        upstream_status=200 if state is State.DELIVERED else 503,
+        response=None,
+        error=None if state is State.DELIVERED else "HTTP 503",
+        next_attempt_at=now if state is State.QUEUED else None,
+    )
+
+
+def test_a_version_waits_while_the_previous_one_is_being_delivered(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    row = outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    assert row.state is State.QUEUED and row.lease_token is None and row.attempts == 0
+    assert claim(outbox, now=1002.0) == []  # v1 is still being delivered
+    assert outbox.next_due() is None  # and the worker does not spin on the blocked row
+    finish(outbox, "v1", "a", State.DELIVERED, 1003.0)
+    assert outbox.next_due() == 1001.0
+    assert claim(outbox, now=1004.0) == ["v2"]
+
+
+def test_a_newer_version_supersedes_a_waiting_one(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=None, due=1100.0)
+    outbox.add(new("other", record_key=RECORD + "-2"), now=1000.5, lease=None)
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=None)
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED and v1.payload is None
+    assert v1.error is not None and "superseded by submission v2" in v1.error
+    assert sorted(claim(outbox, now=2000.0)) == ["other", "v2"]  # other records unaffected
+    assert outbox.counts()["superseded"] == 1
+
+
+def test_an_older_version_retried_after_a_newer_arrived_is_never_sent(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    finish(outbox, "v1", "a", State.QUEUED, 1002.0)  # v1's attempt failed: back to the queue
+    assert claim(outbox, now=1003.0) == ["v2"]
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED
+    finish(outbox, "v2", "t1", State.DELIVERED, 1004.0)
+    assert claim(outbox, now=1005.0, token="t2") == []
+
+
+def test_an_expired_lease_does_not_let_an_older_version_overtake(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=None)
+    assert outbox.requeue_expired(1061.0) == 1  # the gateway delivering v1 died
+    assert claim(outbox, now=1062.0) == ["v2"]
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED
+
+
+def test_versions_accepted_in_the_same_instant_are_ordered_by_id(outbox: Outbox) -> None:
+    outbox.add(new("b", record_key=RECORD), now=1000.0, lease=None)
+    outbox.add(new("a", record_key=RECORD), now=1000.0, lease=None)
+    assert claim(outbox, now=1001.0) == ["b"]
+    a = outbox.get("a")
+    assert a is not None and a.state is State.SUPERSEDED
+
+
+def test_rows_without_a_record_key_are_never_held_back(outbox: Outbox) -> None:
+    outbox.add(new("x1"), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    row = outbox.add(new("x2"), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    assert row.state is State.DELIVERING
+    outbox.add(new("x3"), now=1002.0, lease=None)
+    outbox.add(new("x4"), now=1003.0, lease=None)
+    assert sorted(claim(outbox, now=1004.0)) == ["x3", "x4"]

@@ -169,6 +169,22 @@ def test_expanded_doses_are_drawn_as_ticks(tmp_path: Path) -> None:
     assert 'id="doses-t2"' in _svg(record, tmp_path)
 
 
+def test_dose_ticks_follow_a_stated_cycle_date() -> None:
+    timeline = build_timeline(load_case("caruso2022-02"))
+    ticks = timeline.courses["t2"].doses
+    assert ticks[4] == date(2021, 1, 21).toordinal()  # "Second cycle ... on 01/21/2021"
+    assert ticks[-1] == date(2021, 5, 27).toordinal()
+
+
+def test_a_course_ends_before_its_end_before_bound() -> None:
+    """caruso2022-04: gemcitabine "(December 2019)" ended before the radiotherapy of 7/12/2019."""
+    timeline = build_timeline(load_case("caruso2022-04"))
+    gemcitabine, radiotherapy = timeline.courses["t3"], timeline.courses["t4"]
+    assert gemcitabine.end is not None and radiotherapy.start is not None
+    assert gemcitabine.end.hi < radiotherapy.start.lo
+    assert not gemcitabine.doses  # six cycles cannot fit before it: no dose ticks
+
+
 def test_a_time_relative_to_a_placed_course_keeps_its_uncertainty() -> None:
     # CR at day +150 after a transplant known only to the month (September 2021)
     timeline = build_timeline(load_case("caruso2022-02"))

@@ -20,7 +20,13 @@ from adapter.gateway.audit import audit_record
 from adapter.gateway.auth import Principal
 from adapter.gateway.dependencies import ConvertPrincipal, GatewayDep, WritePrincipal, read_body
 from adapter.gateway.openapi import case_record_body, error_responses, json_response
-from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
+from adapter.gateway.outcomes import (
+    MAX_ISSUES,
+    GatewayError,
+    error,
+    fhir_response,
+    record_errors,
+)
 from adapter.gateway.runtime import Gateway
 from adapter.mapping import ConversionOptions
 from adapter.pipeline import Outcome, convert_bytes
@@ -38,7 +44,9 @@ def converted(
     resources than ``FHIR_ADAPTER_MAX_BUNDLE_ENTRIES`` is refused like an EHR Bundle that
     large, which bounds every later step (storage, delivery) by the same limit.
     """
-    outcome = convert_bytes("request", body, options)
+    # Validation stops listing at the cap the answer shows (a hostile record may carry 40,000
+    # problems); the rest are counted, not rendered.
+    outcome = convert_bytes("request", body, options, max_errors=MAX_ISSUES)
     if outcome.bundle is None:
         if not outcome.errors:  # pragma: no cover - convert_bytes always explains
             raise GatewayError(422, error("invalid", "the record could not be converted", "$"))
@@ -119,9 +127,9 @@ async def push_case_record(
         kind="case-record",
         bundle=outcome.bundle,
         principal=principal.name,
-        replay_safe=True,  # the mappers emit only conditional creates and PUTs
+        client_id=principal.client.id if principal.client is not None else principal.name,
+        replay_safe=True,  # conditional updates and PUTs, planned at each delivery
         warnings=tuple(outcome.warnings),
-        client=principal.client.id if principal.client else None,
     )
     record = audit_record(request.scope)
     if record is not None:

@@ -1,10 +1,13 @@
 """``POST /fhir`` (an EHR's own transaction or batch Bundle) and ``GET /metadata``.
 
-EHR Bundles are checked before they are accepted (type, entry methods, allowed resource
-types, conditional creates; the write policy of ``docs/authorization.md``; then structure with
-fhir.resources) because once the EHR has its 201/202 it will not resend; a Bundle that cannot
-be delivered, or that the caller may not write, must be refused now, with every problem
-located. All of it runs on the gateway's CPU pool, off the event loop, whatever the size.
+A Bundle goes through, in this order (``docs/authorization.md``): parse → structural checks
+(type, methods, accepted resource types) → normalisation into the caller's space
+(``normalise.py``: server ids, idempotent PUTs, references) → write policy (what the caller
+may write, match on and reference; ``write_policy.py``) → model validation (fhir.resources,
+entry by entry) → the gateway's Provenance → outbox. Everything is checked before the Bundle
+is accepted because once the EHR has its 201/202 it will not resend; a Bundle that cannot be
+delivered, or that the caller may not write, must be refused now, with every problem located.
+All of it runs on the gateway's CPU pool, off the event loop, whatever the size.
 """
 
 from __future__ import annotations
@@ -17,20 +20,37 @@ from starlette.responses import Response
 
 from adapter import __version__
 from adapter.gateway.audit import audit_record
-from adapter.gateway.bundles import check_ehr_bundle, entry_is_replay_safe, model_issues
+from adapter.gateway.bundles import check_structure, entry_is_replay_safe, model_issues
 from adapter.gateway.client_registry import ClientRegistry
 from adapter.gateway.clients import Client
 from adapter.gateway.config import Settings
 from adapter.gateway.dependencies import AnyPrincipal, GatewayDep, WritePrincipal, read_body
+from adapter.gateway.normalise import normalise_bundle
 from adapter.gateway.openapi import bundle_body, error_responses, json_response
-from adapter.gateway.outcomes import GatewayError, error, fhir_response, record_errors
-from adapter.gateway.write_policy import check_write_policy
+from adapter.gateway.outcomes import GatewayError, Issue, error, fhir_response, record_errors
+from adapter.gateway.resource_types import accepted_types
+from adapter.gateway.write_policy import check_resource_types, check_write_policy
 from adapter.record.errors import RecordInputError
 from adapter.record.loader import parse_json_object
 
 router = APIRouter(tags=["FHIR"])
 
 _FHIR_VERSIONS = {"R4": "4.0.1", "R5": "5.0.0"}
+
+
+def _too_many_entries(count: int, limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        error(
+            "too-long",
+            f"the Bundle has {count} entries; this gateway forwards at most {limit} per Bundle "
+            "(FHIR_ADAPTER_MAX_BUNDLE_ENTRIES). Send the resources in several Bundles of at "
+            f"most {limit} entries (references between them by Type/id or by identifier keep "
+            "working; urn:uuid references only resolve inside one Bundle), or ask the "
+            "gateway's operator to raise the limit",
+            "Bundle.entry",
+        ),
+    )
 
 
 @router.post(
@@ -45,15 +65,24 @@ _FHIR_VERSIONS = {"R4": "4.0.1", "R5": "5.0.0"}
     openapi_extra=bundle_body(),
 )
 async def push_bundle(request: Request, principal: WritePrincipal, gateway: GatewayDep) -> Response:
-    """Check the Bundle, store it with a gateway Provenance, deliver it (201) or queue it (202)."""
+    """Check and normalise the Bundle, store it with a gateway Provenance, deliver or queue it."""
     settings = gateway.settings
+    client = principal.client
+    if client is None:  # WritePrincipal is bound to a client; never forward without one
+        raise GatewayError(
+            403,
+            error(
+                "forbidden",
+                "this credential is bound to no client; only a configured client may write "
+                "Bundles (docs/authorization.md)",
+            ),
+        )
     body = await read_body(request, settings.max_body_bytes)
-    assert principal.client is not None  # WritePrincipal is bound to a client
     bundle = await gateway.cpu.run(
         checked_bundle,
         body,
         settings=settings,
-        client=principal.client,
+        client=client,
         registry=gateway.authenticator.registry,
         rule_system=gateway.rule_system,
     )
@@ -62,8 +91,8 @@ async def push_bundle(request: Request, principal: WritePrincipal, gateway: Gate
         kind="bundle",
         bundle=bundle,
         principal=principal.name,
+        client_id=client.id,
         replay_safe=replay_safe,
-        client=principal.client.id,
     )
     record = audit_record(request.scope)
     if record is not None:
@@ -81,8 +110,9 @@ def checked_bundle(
 ) -> dict[str, Any]:
     """The Bundle as it will be stored, or the GatewayError refusing it (run off the loop).
 
-    Order (``docs/authorization.md``): parse → structural checks → normalise → write policy
-    → model validation. The gateway's Provenance is added when the Bundle is stored.
+    Order (``docs/authorization.md``): parse → types no client may write (403) → structural
+    checks → normalise → write policy → model validation. The gateway's Provenance is added
+    when the Bundle is stored.
     """
     try:
         bundle = parse_json_object(body)
@@ -90,26 +120,17 @@ def checked_bundle(
         raise record_errors(exc.errors, rule_system) from None
     entries = bundle.get("entry")
     if isinstance(entries, list) and len(entries) > settings.max_bundle_entries:
-        raise GatewayError(
-            413,
-            error(
-                "too-long",
-                f"the Bundle has {len(entries)} entries; the limit is "
-                f"{settings.max_bundle_entries} (FHIR_ADAPTER_MAX_BUNDLE_ENTRIES)",
-                "Bundle.entry",
-            ),
-        )
-    issues = check_ehr_bundle(
-        bundle,
-        allowed_types=settings.allowed_resource_types,
-        require_conditional=settings.require_conditional,
-        version=settings.upstream_fhir_version,
-        models=False,
+        raise _too_many_entries(len(entries), settings.max_bundle_entries)
+    forbidden = check_resource_types(bundle)  # rule 7 is an authorization refusal: 403 first
+    if forbidden is not None:
+        raise forbidden.error()
+    issues: list[Issue] = check_structure(
+        bundle, allowed_types=accepted_types(settings.allowed_resource_types)
     )
+    if not issues:
+        issues = normalise_bundle(bundle, client)
     if issues:
         raise GatewayError(422, issues)
-    # Normalisation (rules 1-4: the client's ids and references into its own space) runs
-    # here: adapter/gateway/normalise.py.
     refusal = check_write_policy(
         bundle, client=client, registry=registry, upstream_base=settings.upstream_url
     )
@@ -150,7 +171,7 @@ def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
             "conditionalCreate": True,
             "conditionalUpdate": True,
         }
-        for resource_type in sorted(settings.allowed_resource_types)
+        for resource_type in sorted(accepted_types(settings.allowed_resource_types))
     ]
     return {
         "resourceType": "CapabilityStatement",
@@ -175,8 +196,10 @@ def capability_statement(settings: Settings, date: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Entries must be conditional creates (request.ifNoneExist) "
-                "or PUTs, so that re-delivery after an outage duplicates nothing.",
+                "documentation": "Entries are POSTs with a fullUrl or with ifNoneExist "
+                "(identifier=system|value), or PUTs; the gateway turns each into an idempotent "
+                "write under the sender's own server ids, so a resend creates nothing new and "
+                "a corrected resend updates.",
                 "security": security,
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],

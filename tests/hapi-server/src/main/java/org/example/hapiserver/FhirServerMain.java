@@ -83,8 +83,9 @@ public final class FhirServerMain {
 		}, "shutdown"));
 
 		jetty.start();
-		LOG.info("HAPI FHIR R4 server ready at http://{}:{}/fhir after {} ms",
-				host, connector.getLocalPort(), (System.nanoTime() - t0) / 1_000_000);
+		LOG.info("HAPI FHIR R4 server ({}) ready at http://{}:{}/fhir after {} ms",
+				HapiJpaServerConfig.databaseDescription(), host, connector.getLocalPort(),
+				(System.nanoTime() - t0) / 1_000_000);
 		jetty.join();
 	}
 
@@ -109,7 +110,8 @@ public final class FhirServerMain {
 				spring.getBean(JpaStorageSettings.class),
 				spring.getBean(ISearchParamRegistry.class),
 				spring.getBean(IValidationSupport.class));
-		capabilities.setImplementationDescription("HAPI FHIR JPA test server (in-memory H2)");
+		capabilities.setImplementationDescription(
+				"HAPI FHIR JPA test server (" + HapiJpaServerConfig.databaseDescription() + ")");
 		server.setServerConformanceProvider(capabilities);
 
 		server.registerInterceptor(spring.getBean(RequestValidatingInterceptor.class));

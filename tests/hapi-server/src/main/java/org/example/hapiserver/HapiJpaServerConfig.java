@@ -13,6 +13,7 @@ import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
 import ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect;
+import ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect;
 import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import jakarta.persistence.EntityManagerFactory;
 import org.apache.commons.dbcp2.BasicDataSource;
@@ -28,7 +29,9 @@ import javax.sql.DataSource;
 import java.util.Properties;
 
 /**
- * Spring wiring of the HAPI FHIR JPA server (R4) on an in-memory H2 database.
+ * Spring wiring of the HAPI FHIR JPA server (R4) on an in-memory H2 database, or on
+ * PostgreSQL when {@code HAPI_JDBC_URL} (environment, so that the password it carries does
+ * not show in the process list) or {@code -Dhapi.jdbc.url} is a {@code jdbc:postgresql:} URL.
  * HAPI's own configuration classes supply the DAOs, resource providers, search,
  * batch2 and validation services; this class supplies what they expect the
  * application to provide.
@@ -49,14 +52,41 @@ public class HapiJpaServerConfig {
 	/** Database connections; H2 in memory is fast, a small pool is plenty. */
 	static final int DB_POOL_SIZE = Integer.getInteger("hapi.db.pool", 20);
 
+	static final String H2_MEMORY_URL = "jdbc:h2:mem:hapi_r4;DB_CLOSE_DELAY=-1";
+
+	/** The JDBC URL: environment, then system property, then a fresh in-memory H2 database. */
+	static String jdbcUrl() {
+		String url = System.getenv("HAPI_JDBC_URL");
+		if (url == null || url.isBlank()) {
+			url = System.getProperty("hapi.jdbc.url");
+		}
+		return (url == null || url.isBlank()) ? H2_MEMORY_URL : url.trim();
+	}
+
+	static boolean onPostgres() {
+		return jdbcUrl().startsWith("jdbc:postgresql:");
+	}
+
+	/** What the capability statement and the start-up log say the data lives in. */
+	static String databaseDescription() {
+		return onPostgres() ? "PostgreSQL" : "in-memory H2";
+	}
+
 	@Bean(destroyMethod = "close")
 	public BasicDataSource dataSource() {
 		BasicDataSource ds = new BasicDataSource();
-		ds.setDriver(new org.h2.Driver());
-		// A fresh database per JVM; DB_CLOSE_DELAY=-1 keeps it for the JVM's lifetime.
-		ds.setUrl(System.getProperty("hapi.jdbc.url", "jdbc:h2:mem:hapi_r4;DB_CLOSE_DELAY=-1"));
-		ds.setUsername("sa");
-		ds.setPassword("");
+		String url = jdbcUrl();
+		if (onPostgres()) {
+			// Credentials ride in the URL (?user=...&password=...), as tests/postgres/pg.sh
+			// prints them.
+			ds.setDriver(new org.postgresql.Driver());
+		} else {
+			ds.setDriver(new org.h2.Driver());
+			// A fresh database per JVM; DB_CLOSE_DELAY=-1 keeps it for the JVM's lifetime.
+			ds.setUsername("sa");
+			ds.setPassword("");
+		}
+		ds.setUrl(url);
 		ds.setMaxTotal(DB_POOL_SIZE);
 		ds.setMaxWait(java.time.Duration.ofSeconds(30));
 		return ds;
@@ -73,7 +103,8 @@ public class HapiJpaServerConfig {
 		emf.setPersistenceUnitName("HAPI_PU");
 		emf.setDataSource(dataSource);
 		Properties props = new Properties();
-		props.put("hibernate.dialect", HapiFhirH2Dialect.class.getName());
+		props.put("hibernate.dialect",
+				(onPostgres() ? HapiFhirPostgresDialect.class : HapiFhirH2Dialect.class).getName());
 		props.put("hibernate.hbm2ddl.auto", "update");
 		props.put("hibernate.search.enabled", "false");
 		props.put("hibernate.format_sql", "false");

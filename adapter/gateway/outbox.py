@@ -505,6 +505,9 @@ _POSTGRES_CLAIM = (
 )
 
 
+_SCHEMA_LOCK = 0x6668_6972_6761_7465  # pg_advisory_lock key of the outbox schema ("fhirgate")
+
+
 class PostgresOutbox(_SqlOutbox):
     """Postgres via psycopg 3 (``pip install 'fhir-oncology-adapter[postgres]'``).
 
@@ -528,29 +531,40 @@ class PostgresOutbox(_SqlOutbox):
         self._lock = threading.Lock()
         self._conn: Any = self._connect()
         with self._lock:
-            self._execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} ("
-                "id TEXT PRIMARY KEY, kind TEXT NOT NULL, bundle_type TEXT NOT NULL, "
-                "principal TEXT NOT NULL, state TEXT NOT NULL, payload BYTEA, "
-                "replay_safe INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
-                "created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, "
-                "next_attempt_at DOUBLE PRECISION NOT NULL, lease_token TEXT, lease_owner TEXT, "
-                "lease_until DOUBLE PRECISION, upstream_status INTEGER, response BYTEA, "
-                "error TEXT, warnings TEXT)",
-                (),
-            )
-            self._execute(
-                f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_attempt_at)", ()
-            )
-            self._execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS client TEXT", ())
-            self._execute(
-                f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, at BIGINT)",
-                (),
-            )
-            self._execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS record_key TEXT", ())
-            self._execute(
-                f"CREATE INDEX IF NOT EXISTS {TABLE}_record ON {TABLE} (record_key, state)", ()
-            )
+            # Gateways started together on a fresh database would race on CREATE ... IF NOT
+            # EXISTS (Postgres checks the catalogue before it inserts, so two creators both
+            # pass the check and one fails on a unique index): the schema is made under one
+            # advisory lock, held by one gateway at a time.
+            self._execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+            try:
+                self._create_schema()
+            finally:
+                self._execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+
+    def _create_schema(self) -> None:
+        self._execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+            "id TEXT PRIMARY KEY, kind TEXT NOT NULL, bundle_type TEXT NOT NULL, "
+            "principal TEXT NOT NULL, state TEXT NOT NULL, payload BYTEA, "
+            "replay_safe INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+            "created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, "
+            "next_attempt_at DOUBLE PRECISION NOT NULL, lease_token TEXT, lease_owner TEXT, "
+            "lease_until DOUBLE PRECISION, upstream_status INTEGER, response BYTEA, "
+            "error TEXT, warnings TEXT)",
+            (),
+        )
+        self._execute(
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_attempt_at)", ()
+        )
+        self._execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS client TEXT", ())
+        self._execute(
+            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, at BIGINT)",
+            (),
+        )
+        self._execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS record_key TEXT", ())
+        self._execute(
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_record ON {TABLE} (record_key, state)", ()
+        )
 
     def _connect(self) -> Any:
         return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)

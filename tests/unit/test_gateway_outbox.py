@@ -20,6 +20,7 @@ from adapter.gateway.outbox import (
     Lease,
     NewSubmission,
     Outbox,
+    PostgresOutbox,
     SqliteOutbox,
     State,
     open_outbox,
@@ -349,3 +350,43 @@ def test_rows_without_a_record_key_are_never_held_back(outbox: Outbox) -> None:
     outbox.add(new("x3"), now=1002.0, lease=None)
     outbox.add(new("x4"), now=1003.0, lease=None)
     assert sorted(claim(outbox, now=1004.0)) == ["x3", "x4"]
+
+
+@needs_postgres
+def test_gateways_starting_together_on_a_fresh_database_all_open_it() -> None:
+    """Several gateways started at once on a new database each create the schema if needed;
+    without the schema lock one of them failed on a catalogue unique index and exited."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    admin = postgres_url()
+    name = f"outbox_race_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlsplit(admin)._replace(path=f"/{name}").geturl()
+    opened: list[PostgresOutbox] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(PostgresOutbox(url))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert failures == []
+        assert len(opened) == 6
+        assert all(outbox.counts()["queued"] == 0 for outbox in opened)
+    finally:
+        for outbox in opened:
+            outbox.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

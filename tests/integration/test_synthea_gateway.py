@@ -217,7 +217,7 @@ def test_synthea_pushed_twice_leaves_counts_and_versions_unchanged(
     patients = [r for r in second_refs if r.startswith("Patient/")]
     assert len(patients) == PATIENTS_TWICE
     for reference in patients:
-        assert reference.split("/")[1].startswith("default-")
+        assert reference.split("/")[1].startswith(f"{CLIENT.id}-")
         assert version(hapi, reference) == 1 or after_first == before  # rerun on a used server
 
 

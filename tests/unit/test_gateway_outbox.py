@@ -390,3 +390,14 @@ def test_gateways_starting_together_on_a_fresh_database_all_open_it() -> None:
             outbox.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_superseded_rows_are_finished_and_purged(outbox: Outbox) -> None:
+    """A superseded version is never sent: retention and ``fhir-adapter purge`` remove it."""
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=None, due=1100.0)
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=None)
+    assert outbox.purge(finished_before=5000.0, states=[State.DELIVERED, State.FAILED]) == 0
+    assert outbox.purge(finished_before=5000.0, states=[State.SUPERSEDED]) == 1
+    assert outbox.get("v1") is None
+    assert outbox.get("v2") is not None  # queued rows are never purged
+    assert outbox.purge(finished_before=5000.0, states=list(State)) == 0

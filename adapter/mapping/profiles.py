@@ -103,11 +103,9 @@ class _Claims:
         return None
 
     def medication_administration(self, resource: Resource) -> str | None:
-        timed = "effectiveDateTime" in resource or "start" in resource.get("effectivePeriod", {})
         coded_reasons = any("coding" in r for r in resource.get("statusReason", []))
         if (
             _has_rxnorm(resource.get("medicationCodeableConcept"))
-            and timed
             and not (coded_reasons and resource["status"] != "stopped")
             and resource.get("reasonReference") == self.cancer_reason
         ):

@@ -19,7 +19,8 @@ from adapter.mapping.context import MappingContext
 from adapter.mappings import mcode_profiles
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-_NOT_A_DIAGNOSIS = frozenset({"refuted", "entered-in-error"})
+_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+_NOT_A_DIAGNOSIS = frozenset({f"{_VERIFICATION}|refuted", f"{_VERIFICATION}|entered-in-error"})
 
 Resource = dict[str, Any]
 
@@ -37,13 +38,7 @@ def _concept_key(ctx: MappingContext, resource: Resource) -> str | None:
 
 def _diagnosed(resource: Resource) -> bool:
     """Whether a Condition is a diagnosis of the patient (not refuted, not an error)."""
-    return not (
-        _codes(resource.get("verificationStatus"))
-        & {
-            f"http://terminology.hl7.org/CodeSystem/condition-ver-status|{code}"
-            for code in _NOT_A_DIAGNOSIS
-        }
-    )
+    return not _codes(resource.get("verificationStatus")) & _NOT_A_DIAGNOSIS
 
 
 def _has_rxnorm(concept: dict[str, Any] | None) -> bool:
@@ -51,9 +46,10 @@ def _has_rxnorm(concept: dict[str, Any] | None) -> bool:
 
 
 class _Claims:
-    """The conditions of profiles.json, evaluated against one bundle's resources."""
+    """The conditions of profiles.json for one bundle; each judge returns a profiles.json key
+    or ``None``."""
 
-    def __init__(self, ctx: MappingContext, resources: list[Resource]) -> None:
+    def __init__(self, ctx: MappingContext) -> None:
         self.ctx = ctx
         self.profiles = mcode_profiles()
         self.primary_cancers: set[str] = set()
@@ -132,7 +128,7 @@ def claim_mcode_profiles(
     """
     if ctx.version != "R4" or ctx.cancer_condition is None:
         return resources
-    claims = _Claims(ctx, resources)
+    claims = _Claims(ctx)
     chosen: list[str | None] = [None] * len(resources)
     for index, resource in enumerate(resources):
         if resource["resourceType"] == "Condition":

@@ -91,3 +91,22 @@ def follow_up_statuses() -> dict[str, str | None]:
     """Follow-up status values to response code keys (``follow-up-status.json``)."""
     table: dict[str, str | None] = load_json("follow-up-status.json")
     return table
+
+
+def mcode_profiles() -> dict[str, dict[str, Any]]:
+    """mCODE 4.0.0 profiles by key, with the condition under which a resource claims each
+    (``profiles.json``; every URL verified in the hl7.fhir.us.mcode 4.0.0 package)."""
+    table: dict[str, dict[str, Any]] = load_json("profiles.json")["profiles"]
+    return table
+
+
+def mcode_profile(key: str) -> str:
+    """The canonical URL of one mCODE profile of ``profiles.json``."""
+    return str(mcode_profiles()[key]["url"])
+
+
+def response_trends() -> dict[str, str | None]:
+    """Response categories to the responses.json trend concept they state, or ``None``
+    (``response-trend.json``)."""
+    raw: dict[str, str | None] = load_json("response-trend.json")
+    return {key: value for key, value in raw.items() if key != "description"}

@@ -31,6 +31,7 @@ from adapter.mapping.observation import (
 )
 from adapter.mapping.patient import map_patient
 from adapter.mapping.procedure import map_procedure
+from adapter.mapping.profiles import claim_mcode_profiles
 from adapter.mapping.provenance import map_provenance, provenance_id
 from adapter.mappings import staged_conditions
 
@@ -190,6 +191,11 @@ def convert_record(
     for index, item in enumerate(record.get("observations", [])):
         resources.append(map_measurement(ctx, index, item, treatments, plans))
     entries = [_entry(ctx, r) for r in resources]
+    claimed = claim_mcode_profiles(
+        ctx, [e["resource"] for e in entries], [e["fullUrl"] for e in entries]
+    )
+    for entry, resource in zip(entries, claimed, strict=True):
+        entry["resource"] = resource
     targets = [e["fullUrl"] for e in entries]
     provenance = map_provenance(ctx, record, targets, _recorded(record, options))
     entries.append(_entry(ctx, provenance))

@@ -198,7 +198,10 @@ def _evidence(ctx: MappingContext, dx: dict[str, Any]) -> list[dict[str, Any]]:
         if ctx.version == "R5":
             items.append({"concept": text_concept(text)})
         else:
-            items.append({"code": [text_concept(text)]})
+            # R4: the finding's words name the evidence itself (detail), not a code: mCODE's
+            # cancer conditions bind evidence.code to a required value set of evidence types
+            # that the source's words are not.
+            items.append({"detail": [{"display": text}]})
     return items
 
 

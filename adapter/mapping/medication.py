@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter import terminology
 from adapter.mapping import extensions
 from adapter.mapping.computed import Computed, mark, set_primitive
 from adapter.mapping.context import MappingContext
@@ -24,9 +23,6 @@ from adapter.mapping.datatypes import (
 )
 from adapter.mapping.schedule import Dose, DoseStep
 from adapter.record.dates import PartialDate
-
-MCODE_MEDICATION_ADMINISTRATION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-related-medication-administration"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 _REQUEST_STATUS = {
     "completed": "completed",
@@ -196,6 +192,10 @@ def medication_request(
     resource["intent"] = "order"
     resource.update(_medication(ctx, plan.drug, agent_text))
     resource["subject"] = ctx.patient_reference
+    if ctx.version == "R4":
+        # No source names the prescriber; US Core (us-core-21, which mCODE's request profile
+        # inherits) wants an order's requester present, so its absence is said, not invented.
+        resource["requester"] = data_absent("unknown")
     resource.update(_reasons(ctx, primary_dx))
     if len(treatment.get("agents", [])) > 1:
         resource["groupIdentifier"] = ctx.identifier("RequestGroup", treatment["id"])
@@ -206,26 +206,6 @@ def medication_request(
     if instructions:
         resource["dosageInstruction"] = instructions
     return resource
-
-
-def _meets_mcode(ctx: MappingContext, resource: dict[str, Any], drug: str) -> bool:
-    """Whether a resource meets mCODE STU4 CancerRelatedMedicationAdministration (an R4 IG).
-
-    It needs an RxNorm-coded medication, a subject that is a cancer patient (the Patient
-    carries a masked name for US Core), an effective time, a reason pointing at a cancer
-    Condition (not L-HES), and a coded statusReason only together with status ``stopped``.
-    """
-    if ctx.version != "R4" or ctx.cancer_condition is None:
-        return False
-    has_rxnorm = terminology.lookup("drugs", drug).coding_in(RXNORM) is not None
-    timed = "effectiveDateTime" in resource or "start" in resource.get("effectivePeriod", {})
-    coded_reasons = any("coding" in r for r in resource.get("statusReason", []))
-    return (
-        has_rxnorm
-        and timed
-        and not (coded_reasons and resource["status"] != "stopped")
-        and resource.get("reasonReference") == [ctx.reference("Condition", ctx.cancer_condition)]
-    )
 
 
 def _administration_shell(
@@ -268,12 +248,6 @@ def _finish_administration(
         # mad-1: a dosage needs a dose or a rate, so without a known dose the route and the
         # schedule text stay on the MedicationRequest only
         resource["dosage"] = dosage
-    if _meets_mcode(ctx, resource, plan.drug):
-        resource = {
-            "resourceType": resource["resourceType"],
-            "meta": {"profile": [MCODE_MEDICATION_ADMINISTRATION]},
-            **{k: v for k, v in resource.items() if k != "resourceType"},
-        }
     return resource
 
 

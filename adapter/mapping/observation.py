@@ -23,7 +23,7 @@ from adapter.mapping.datatypes import (
     text_concept,
     ucum_quantity,
 )
-from adapter.mappings import follow_up_statuses
+from adapter.mappings import follow_up_statuses, response_trends
 
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
@@ -120,6 +120,15 @@ def map_age(ctx: MappingContext, index: int, age: dict[str, Any]) -> dict[str, A
     return resource
 
 
+def _disease_status_code(ctx: MappingContext, code: dict[str, Any]) -> dict[str, Any]:
+    """R4, in a cancer record: the observation's own words with LOINC 97509-4 (cancer disease
+    status) before them, the code mCODE's CancerDiseaseStatus fixes; otherwise the words alone."""
+    if ctx.version != "R4" or ctx.cancer_condition is None:  # L-HES is not a cancer
+        return code
+    status = terminology.lookup("observations", "cancer_disease_status").codeable_concept()
+    return {"coding": [*status["coding"], *code.get("coding", [])], "text": code["text"]}
+
+
 def map_response(
     ctx: MappingContext,
     treatment: dict[str, Any],
@@ -142,10 +151,11 @@ def map_response(
         else [],
         "identifier": [ctx.identifier("Observation", f"{treatment['id']}.response{index + 1}")],
         "status": "final",
-        "code": (
+        "code": _disease_status_code(
+            ctx,
             code_entry.codeable_concept()
             if code_entry
-            else text_concept(f"{compartment.capitalize()} response to treatment")
+            else text_concept(f"{compartment.capitalize()} response to treatment"),
         ),
         "subject": ctx.patient_reference,
     }
@@ -156,9 +166,15 @@ def map_response(
         resource["focus"] = [ctx.reference("Condition", primary_dx)]
     _timing(ctx, response, treatments, plans, resource)
     if "category" in response:
-        resource["valueCodeableConcept"] = concept(
-            "responses", response["category"], response.get("text")
-        )
+        value = concept("responses", response["category"], response.get("text"))
+        trend = response_trends().get(response["category"])
+        if trend and ctx.version == "R4" and ctx.cancer_condition is not None:
+            # The trend mCODE's disease status states (improved, stable, worsened) beside
+            # the response category: a second coding of coarser granularity, same meaning.
+            value.setdefault("coding", []).extend(
+                c.as_fhir() for c in terminology.lookup("responses", trend).emitted
+            )
+        resource["valueCodeableConcept"] = value
     else:
         resource["valueString"] = response["text"]
     if not resource["extension"]:
@@ -179,7 +195,7 @@ def map_follow_up(
         "extension": [],
         "identifier": [ctx.identifier("Observation", "followup")],
         "status": "final",
-        "code": text_concept("Disease status at last follow-up"),
+        "code": _disease_status_code(ctx, text_concept("Disease status at last follow-up")),
         "subject": ctx.patient_reference,
     }
     if primary_dx:

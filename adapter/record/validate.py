@@ -236,7 +236,10 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                 yield unknown([*s_path, "drug"], "drugs", suspect["drug"], "drug")
 
     for index, observation in enumerate(record.get("observations", [])):
-        if not terminology.has("observations", observation["kind"]):
+        kind = terminology.table("observations").get(observation["kind"])
+        # a concept marked record_kind false codes the adapter's own Observations (the cancer
+        # disease status), never a measurement a record may state
+        if kind is None or kind.attributes.get("record_kind") is False:
             yield unknown(
                 ["observations", index, "kind"],
                 "observations",

@@ -4,7 +4,8 @@ Each bundle goes to the offline validator (tests/validator: HAPI's FhirInstanceV
 mCODE 4.0.0, HL7 terminology 7.0.1 and the extensions pack, fetched from npm) as a whole, so
 every resource is checked against base R4 and against each profile in its meta.profile, with
 references between entries resolved and checked against their target profiles, as a receiver
-would. Any error fails, except messages in allow-list.json (dependencies no registry serves).
+would. Any error fails, except messages in allow-list.json (dependencies no registry serves), so a
+claimed profile that a resource fails fails the test.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 
 from adapter.mapping import ConversionOptions, convert_record
-from tests.conformance.candidates import load_rules, with_candidate_claims
+from adapter.mappings import mcode_profiles
+from tests.conformance.candidates import candidates, load_rules, with_candidate_claims
 from tests.conformance.findings import (
     AllowedMessage,
     Finding,
@@ -140,11 +142,53 @@ def test_an_unknown_claimed_profile_is_an_error(
 
 def test_mcode_rules_are_checked(runs: Runs, profile_validator: ProfileValidator) -> None:
     """A MedicationRequest against mCODE's profile: its order-needs-a-requester rule fires
-    (why MedicationRequests do not claim the profile today)."""
-    request = _resource(runs, "caruso2022-02", "MedicationRequest")
-    assert "requester" not in request and request["intent"] == "order"
-    errors = _errors(profile_validator, request, MCODE + "mcode-cancer-related-medication-request")
-    assert any("us-core-21" in m for m in errors)
+    without the data-absent-reason requester (why the adapter sends one) and not with it."""
+    profile = MCODE + "mcode-cancer-related-medication-request"
+    request = json.loads(
+        json.dumps(
+            next(
+                e["resource"]
+                for e in runs.bundles["caruso2022-02"]["entry"]
+                if profile in claimed_profiles(e["resource"])
+            )
+        )
+    )
+    assert request["intent"] == "order"
+    assert not any("us-core-21" in m for m in _errors(profile_validator, request, profile))
+    del request["requester"]
+    assert any("us-core-21" in m for m in _errors(profile_validator, request, profile))
+
+
+def test_every_profile_of_the_table_is_claimed_somewhere(runs: Runs) -> None:
+    """Each profile of mappings/profiles.json is claimed by some example resource, so the
+    0-errors test above validates every one of them against the real output."""
+    claims = {
+        p
+        for bundle in runs.bundles.values()
+        for entry in bundle["entry"]
+        for p in claimed_profiles(entry["resource"])
+    }
+    table = {profile["url"] for profile in mcode_profiles().values()}
+    assert table - claims == set()
+    assert claims <= table
+
+
+def test_claims_are_the_report_candidates(runs: Runs) -> None:
+    """What a resource claims is the profile the report's rules fit to it: the adapter's claim
+    table and the report's candidate rules (profile-candidates.json) cannot drift apart."""
+    rules = load_rules()
+    for case, bundle in runs.bundles.items():
+        fitted = candidates(bundle, rules)
+        for entry, profile in zip(bundle["entry"], fitted, strict=True):
+            for claim in claimed_profiles(entry["resource"]):
+                assert claim == profile, (case, entry["fullUrl"], claim, profile)
+
+
+def test_l_hes_claims_no_cancer_profile(runs: Runs) -> None:
+    """Lymphocytic-variant HES is not a cancer: nothing in its records claims mCODE."""
+    for case, bundle in runs.bundles.items():
+        if case.startswith("lhes"):
+            assert not any(claimed_profiles(e["resource"]) for e in bundle["entry"]), case
 
 
 def test_current_terminology_rejects_r4_spelled_ae_codes(

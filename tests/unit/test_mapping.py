@@ -224,16 +224,87 @@ def test_staging_observations_and_conflict_warning() -> None:
     assert convert_record(load_case("caruso2022-05")).warnings == []
 
 
+def _claims(bundle: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    return [
+        (e["resource"], p.rsplit("/", 1)[-1])
+        for e in bundle["entry"]
+        for p in e["resource"].get("meta", {}).get("profile", [])
+    ]
+
+
 def test_cancer_profile_claimed_only_when_met() -> None:
-    for entry in bundle_of("caruso2022-02")["entry"]:
-        resource = entry["resource"]
-        if "mcode" in json.dumps(resource.get("meta", {})):
-            assert resource["resourceType"] == "MedicationAdministration"
+    claims = _claims(bundle_of("caruso2022-02"))
+    assert {p for _, p in claims} >= {
+        "mcode-cancer-patient",
+        "mcode-primary-cancer-condition",
+        "mcode-cancer-related-medication-request",
+        "mcode-cancer-related-medication-administration",
+        "mcode-cancer-disease-status",
+    }
+    for resource, profile in claims:
+        if profile.startswith("mcode-cancer-related-medication"):
             assert resource["reasonReference"]
             assert any(
                 c["system"].endswith("rxnorm")
                 for c in resource["medicationCodeableConcept"]["coding"]
             )
+        if profile == "mcode-cancer-disease-status":
+            assert resource["code"]["coding"][0]["code"] == "97509-4"
+            assert any(
+                c["system"] == "http://snomed.info/sct"
+                for c in resource["valueCodeableConcept"]["coding"]
+            )
+    # text-only agents (hepatitis B prophylaxis, supportive drugs) claim nothing
+    requests = [
+        e["resource"]
+        for e in bundle_of("caruso2022-02")["entry"]
+        if e["resource"]["resourceType"] == "MedicationRequest"
+    ]
+    assert all(
+        ("meta" in r)
+        == any("rxnorm" in c["system"] for c in r["medicationCodeableConcept"].get("coding", []))
+        for r in requests
+    )
+
+
+def test_no_claim_on_what_is_not_a_cancer_or_has_no_trend() -> None:
+    """A refuted diagnosis, a transformation, L-HES, a relapse (no trend code): no claim."""
+    claims = _claims(bundle_of("caruso2022-03"))
+    refuted = [r for r, _ in claims if r["resourceType"] == "Condition"]
+    assert all("refuted" not in json.dumps(r["verificationStatus"]) for r in refuted)
+    transformed = _claims(bundle_of("alemtuzumab2014-02"))
+    assert [p for r, p in transformed if r["resourceType"] == "Condition"] == [
+        "mcode-primary-cancer-condition"
+    ]
+    assert _claims(bundle_of("lhes-01")) == []
+    lhes = json.dumps(bundle_of("lhes-01"))
+    assert "97509-4" not in lhes and "mcode" not in lhes
+    relapses = 0
+    for case in ("caruso2022-03", "caruso2022-07", "caruso2022-08", "caruso2022-09"):
+        for entry in bundle_of(case)["entry"]:
+            resource = entry["resource"]
+            keys = [x.get("valueCode") for x in resource.get("extension", [])]
+            if resource["resourceType"] == "Observation" and "relapse" in keys:
+                relapses += 1
+                assert "meta" not in resource
+                assert "coding" not in resource["valueCodeableConcept"] or all(
+                    c["system"] != "http://snomed.info/sct"
+                    for c in resource["valueCodeableConcept"]["coding"]
+                )
+    assert relapses
+
+
+def test_r5_claims_nothing_and_keeps_its_shapes() -> None:
+    r5 = bundle_of("caruso2022-02", "R5")
+    assert _claims(r5) == []
+    text = json.dumps(r5)
+    assert "97509-4" not in text and "requester" not in text
+    r4_requests = [
+        e["resource"]
+        for e in bundle_of("caruso2022-02")["entry"]
+        if e["resource"]["resourceType"] == "MedicationRequest"
+    ]
+    assert all(r["requester"]["extension"][0]["valueCode"] == "unknown" for r in r4_requests)
 
 
 def test_r5_shapes() -> None:

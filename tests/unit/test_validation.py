@@ -130,3 +130,16 @@ def test_mutated_records_give_clean_errors_never_a_crash(
 def test_arbitrary_bytes_never_crash(data: bytes) -> None:
     result, errors = validated_record(data)
     assert result is None or errors == []
+
+
+def test_the_disease_status_code_is_not_a_record_observation_kind() -> None:
+    """observations.json holds LOINC 97509-4 to code the adapter's own disease status
+    Observations; a record may not state a measurement of that kind."""
+    record = load_case("caruso2022-02")
+    record.setdefault("observations", []).append(
+        {"kind": "cancer_disease_status", "date": "2020-01", "text": "improved"}
+    )
+    errors = validate_record(record)
+    assert any("observations" in str(e) and "cancer_disease_status" in str(e) for e in errors)
+    record["observations"][-1]["kind"] = "ldh"
+    assert not any("cancer_disease_status" in str(e) for e in validate_record(record))

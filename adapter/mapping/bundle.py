@@ -48,6 +48,13 @@ def _primary_diagnosis(record: dict[str, Any]) -> str | None:
     return next((d["id"] for d in record.get("diagnoses", []) if d["role"] == "primary"), None)
 
 
+def _reason_of(treatment: dict[str, Any], primary: str | None) -> str | None:
+    """The diagnosis a treatment was given for: the one the source names (``for_diagnosis``),
+    else the record's primary diagnosis."""
+    reason: str | None = treatment.get("for_diagnosis", primary)
+    return reason
+
+
 def _business_identifier(resource: dict[str, Any]) -> dict[str, str]:
     identifier = resource["identifier"]
     first: dict[str, str] = identifier[0] if isinstance(identifier, list) else identifier
@@ -151,20 +158,19 @@ def convert_record(
     )
     course_refs: dict[str, list[dict[str, Any]]] = {}
     for treatment in record.get("treatments", []):
+        reason = _reason_of(treatment, primary)
         if treatment["kind"] == "drug":
             texts = {a["drug"]: a.get("text") for a in treatment["agents"]}
             refs = []
             for plan in plans[treatment["id"]]:
-                resources.append(
-                    medication_request(ctx, treatment, plan, texts[plan.drug], primary)
-                )
+                resources.append(medication_request(ctx, treatment, plan, texts[plan.drug], reason))
                 resources.extend(
-                    medication_administrations(ctx, treatment, plan, texts[plan.drug], primary)
+                    medication_administrations(ctx, treatment, plan, texts[plan.drug], reason)
                 )
                 refs.append(ctx.reference("MedicationRequest", plan.request_key))
             course_refs[treatment["id"]] = refs
         else:
-            resources.append(map_procedure(ctx, treatment, primary))
+            resources.append(map_procedure(ctx, treatment, reason))
             course_refs[treatment["id"]] = [ctx.reference("Procedure", treatment["id"])]
     for event in record.get("adverse_events", []):
         resources.append(map_adverse_event(ctx, event, treatments, plans, trial))
@@ -177,7 +183,7 @@ def convert_record(
                     index,
                     response,
                     course_refs[treatment["id"]],
-                    primary,
+                    _reason_of(treatment, primary),
                     treatments,
                     plans,
                 )

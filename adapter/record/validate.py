@@ -139,6 +139,7 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
             else:
                 ids[item["id"]] = path
     treatment_ids = {t["id"] for t in record.get("treatments", [])}
+    diagnosis_ids = {d["id"] for d in record.get("diagnoses", [])}
     ae_ids = {a["id"] for a in record.get("adverse_events", [])}
     known_regimens = regimens()
     staging_applies = staged_conditions()
@@ -195,6 +196,12 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                     "unknown-regimen",
                     f"{schedule['regimen']!r} is not a regimen of mappings/regimens.json",
                 )
+        if "for_diagnosis" in treatment and treatment["for_diagnosis"] not in diagnosis_ids:
+            yield RecordError(
+                json_path([*base, "for_diagnosis"]),
+                "reference",
+                f"{treatment['for_diagnosis']!r} is not a diagnosis id of this record",
+            )
         for w_index, other in enumerate(treatment.get("with", [])):
             if other not in treatment_ids or other == treatment["id"]:
                 yield RecordError(

@@ -200,8 +200,7 @@ def _diagnoses(index: ResourceIndex) -> list[dict[str, Any]]:
             dx["variant"] = variant
         if text:
             dx["text"] = text
-        role = extension(resource, "diagnosis-role")
-        dx["role"] = role[0]["valueCode"] if role else "primary"
+        dx["role"] = _role(resource)
         if "onsetDateTime" in resource:
             dx["onset"] = resource["onsetDateTime"]
         elif "onsetString" in resource:
@@ -337,6 +336,36 @@ def _kind_of(resource: dict[str, Any]) -> str:
     return "drug"
 
 
+def _reason_reference(resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The first reason of a request or procedure that is a reference (R4 and R5 spellings)."""
+    for reference in resource.get("reasonReference") or []:
+        return dict(reference)
+    for reason in resource.get("reason") or []:
+        if "reference" in reason:
+            return dict(reason["reference"])
+    return None
+
+
+def _reasons_given(index: ResourceIndex, courses: dict[str, dict[str, Any]]) -> None:
+    """``for_diagnosis`` where a course's reason is a Condition other than the primary one."""
+    primary = next(
+        (key for key, c in index.of_type("Condition") if _role(c) == "primary"), None
+    )
+    for kind in ("MedicationRequest", "Procedure"):
+        for key, resource in index.of_type(kind):
+            target = index.resolve(_reason_reference(resource))
+            course = courses.get(key.split(".", 1)[0])
+            if course is None or target is None or target[0] != "Condition":
+                continue
+            if target[1] != primary:
+                course["for_diagnosis"] = target[1]
+
+
+def _role(condition: dict[str, Any]) -> str:
+    role = extension(condition, "diagnosis-role")
+    return str(role[0]["valueCode"]) if role else "primary"
+
+
 def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
     courses: dict[str, dict[str, Any]] = {}
     for key, request in index.of_type("MedicationRequest"):
@@ -424,6 +453,7 @@ def _treatments(index: ResourceIndex) -> list[dict[str, Any]]:
     for course in courses.values():
         if "agents" in course:
             course["agents"].sort(key=lambda a: a.pop("_position"))
+    _reasons_given(index, courses)
     _attach_responses(index, courses)
     return [courses[k] for k in sorted(courses, key=natural_key)]
 

@@ -589,3 +589,53 @@ def test_every_measurement_kind_has_a_category_and_related_codes_are_never_sent(
     tseb = terminology.table("procedures")["tseb"]
     assert [c.code for c in tseb.emitted] == ["108290001"]  # 45643008 is the modality
     assert any(c.relationship == "related" for c in tseb.codings)
+
+
+# -- the reason a treatment was given ------------------------------------------------------
+
+
+def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_a_treatment_given_for_another_diagnosis_names_it_not_the_lymphoma(version: str) -> None:
+    """caruso2022-03: dupilumab 'for atopic dermatitis ... not a line of lymphoma therapy'."""
+    record = load_case("caruso2022-03")
+    bundle = convert_record(record, ConversionOptions(fhir_version=version)).bundle
+    conditions = {
+        c["identifier"][0]["value"].rsplit("/", 1)[-1]: c for c in _resources(bundle, "Condition")
+    }
+    full_urls = {id(e["resource"]): e["fullUrl"] for e in bundle["entry"]}
+    dermatitis = next(full_urls[id(c)] for k, c in conditions.items() if k.endswith("dx7"))
+    lymphoma = next(full_urls[id(c)] for k, c in conditions.items() if k.endswith("dx1"))
+    dupilumab = [
+        r
+        for kind in ("MedicationRequest", "MedicationAdministration")
+        for r in _resources(bundle, kind)
+        if "dupilumab" in json.dumps(r.get("medicationCodeableConcept") or r.get("medication"))
+    ]
+    assert dupilumab
+    for resource in dupilumab:
+        reasons = resource.get("reasonReference") or [r["reference"] for r in resource["reason"]]
+        assert [r["reference"] for r in reasons] == [dermatitis]
+        assert not any("mcode" in p for p in resource.get("meta", {}).get("profile", []))
+    others = [r for r in _resources(bundle, "MedicationRequest") if r not in dupilumab]
+    assert others and all(
+        [
+            r["reference"]
+            for r in (o.get("reasonReference") or [x["reference"] for x in o["reason"]])
+        ]
+        == [lymphoma]
+        for o in others
+    )
+    back = bundle_to_record(bundle, DEFAULT_NAMESPACE)
+    assert {t["id"]: t.get("for_diagnosis") for t in back["treatments"]}["t1"] == "dx7"
+    assert all("for_diagnosis" not in t for t in back["treatments"] if t["id"] != "t1")
+
+
+def test_for_diagnosis_must_name_a_diagnosis_of_the_record() -> None:
+    record = load_case("caruso2022-03")
+    record["treatments"][0]["for_diagnosis"] = "dx99"
+    errors = validate_record(record)
+    assert [(e.path, e.rule) for e in errors] == [("$.treatments[0].for_diagnosis", "reference")]

@@ -31,9 +31,9 @@ _STATUS = {
     "resolved": "resolved",
 }
 _AXES = (
-    ("t", "primary_tumor", "T"),
-    ("n", "regional_nodes", "N"),
-    ("m", "distant_metastases", "M"),
+    ("t", "primary_tumor_clinical", "T"),
+    ("n", "regional_nodes_clinical", "N"),
+    ("m", "distant_metastases_clinical", "M"),
     ("b", "blood", "B"),
 )
 

@@ -8,7 +8,7 @@ codings is sent as text alone; nothing here ever makes a code up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from adapter.mappings import optional_json
@@ -55,12 +55,13 @@ class Concept:
     codings: tuple[Coding, ...]
     attributes: dict[str, Any]
 
-    @property
+    @cached_property
     def emitted(self) -> tuple[Coding, ...]:
         """The codings a CodeableConcept carries: all codings that mean the concept itself
         (translations of one meaning), else the first broader one as a fallback beside the
         text. Never two non-equivalent codes: a broader code is dropped when an exact one
-        exists, and ``related`` codings are never sent."""
+        exists, and ``related`` codings are never sent. Computed once per concept: the tables
+        are read once per process and asked for it on every coded element."""
         exact = tuple(c for c in self.codings if c.relationship is None)
         if exact:
             return exact

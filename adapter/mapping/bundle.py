@@ -12,6 +12,7 @@ record no longer produces needs the server's state, so it happens at push time
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,8 @@ identifier at all, is always PUT the same way. (R5 AdverseEvent could be searche
 the derived id so that its server id does not depend on the FHIR release.)"""
 
 _SEARCH_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})
+_LITERAL = re.compile(r"[A-Za-z0-9_.~:/-]*")
+"""Characters that neither the search escaping nor ``quote(..., safe=':/|-._~')`` change."""
 
 
 def conditional_url(resource_type: str, system: str, value: str) -> str:
@@ -77,7 +80,13 @@ def conditional_url(resource_type: str, system: str, value: str) -> str:
     FHIR search escaping (backslash before ``\\ , $ |``) applies to each part, then
     percent-encoding of anything outside the characters a URL query keeps literally; the
     identifiers the adapter assigns contain none of them, so the URL reads as written.
+
+    The identifiers the adapter assigns are made of characters that neither step changes, so
+    that common case is recognised first and written as it is (the same text, at a fraction
+    of the cost: the escaping was a tenth of a conversion).
     """
+    if _LITERAL.fullmatch(system) and _LITERAL.fullmatch(value):
+        return f"{resource_type}?identifier={system}|{value}"
     token = f"{system.translate(_SEARCH_ESCAPES)}|{value.translate(_SEARCH_ESCAPES)}"
     return f"{resource_type}?identifier={quote(token, safe=':/|-._~')}"
 

@@ -12,11 +12,13 @@ import copy
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 import pytest
 import respx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapter.fhir.errors import FhirError, OperationOutcomeError
 from adapter.mapping import ConversionOptions, convert_record
@@ -503,3 +505,19 @@ def test_record_state_reads_matches_and_includes_and_refuses_a_partial_page() ->
     searchset["link"] = [{"relation": "next", "url": "http://x/?_getpages=1"}]
     with pytest.raises(FhirError, match="one search page"):
         record_state(key, answer)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    system=st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
+    value=st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
+)
+def test_conditional_url_shortcut_writes_what_the_escaping_would(system: str, value: str) -> None:
+    """The literal fast path gives exactly the text the full escaping gives, for any input."""
+    token = f"{system.translate(_ESCAPES)}|{value.translate(_ESCAPES)}"
+    assert conditional_url("Observation", system, value) == (
+        f"Observation?identifier={quote(token, safe=':/|-._~')}"
+    )
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})

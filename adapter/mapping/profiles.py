@@ -111,11 +111,17 @@ class _Claims:
 
 def _claiming(resource: Resource, url: str) -> Resource:
     """The resource with ``meta.profile`` right after ``resourceType`` (and ``id``)."""
-    head = [k for k in ("resourceType", "id") if k in resource]
-    claimed: Resource = {k: resource[k] for k in head}
-    claimed["meta"] = {"profile": [url]}
-    claimed.update((k, v) for k, v in resource.items() if k not in head)
-    return claimed
+    meta = {"profile": [url]}
+    # Keys written first keep their place when ``**resource`` repeats them (same values), so
+    # this is the order above, built in one C-level step rather than key by key.
+    if "id" in resource:
+        return {
+            "resourceType": resource["resourceType"],
+            "id": resource["id"],
+            "meta": meta,
+            **resource,
+        }
+    return {"resourceType": resource["resourceType"], "meta": meta, **resource}
 
 
 def claim_mcode_profiles(

@@ -341,7 +341,17 @@ class _SqlOutbox:
                 token,
             ),
         )
-        return _row(rows[0]) if rows else None
+        row = _row(rows[0]) if rows else None
+        # A newer version may have arrived during this attempt: the row is superseded now,
+        # not only at the next claim, so its status says so as soon as it is back.
+        if (
+            row is not None
+            and row.state is State.QUEUED
+            and row.record_key is not None
+            and self.supersede(now, row.record_key)
+        ):
+            row = self.get(submission_id)
+        return row
 
     def requeue_expired(self, now: float) -> int:
         rows = self._run(

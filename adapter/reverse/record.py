@@ -348,9 +348,7 @@ def _reason_reference(resource: dict[str, Any]) -> dict[str, Any] | None:
 
 def _reasons_given(index: ResourceIndex, courses: dict[str, dict[str, Any]]) -> None:
     """``for_diagnosis`` where a course's reason is a Condition other than the primary one."""
-    primary = next(
-        (key for key, c in index.of_type("Condition") if _role(c) == "primary"), None
-    )
+    primary = next((key for key, c in index.of_type("Condition") if _role(c) == "primary"), None)
     for kind in ("MedicationRequest", "Procedure"):
         for key, resource in index.of_type(kind):
             target = index.resolve(_reason_reference(resource))

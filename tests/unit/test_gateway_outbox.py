@@ -401,3 +401,23 @@ def test_superseded_rows_are_finished_and_purged(outbox: Outbox) -> None:
     assert outbox.get("v1") is None
     assert outbox.get("v2") is not None  # queued rows are never purged
     assert outbox.purge(finished_before=5000.0, states=list(State)) == 0
+
+
+def test_an_attempt_that_fails_after_a_newer_version_arrived_ends_superseded(
+    outbox: Outbox,
+) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=None)  # v1 still in flight
+    ended = outbox.finish(  # v1's attempt failed
+        "v1",
+        "a",
+        state=State.QUEUED,
+        now=1002.0,
+        upstream_status=503,
+        response=None,
+        error="HTTP 503",
+        next_attempt_at=1002.0,
+    )
+    assert ended is not None and ended.state is State.SUPERSEDED
+    v1 = outbox.get("v1")
+    assert v1 is not None and v1.state is State.SUPERSEDED and v1.payload is None

@@ -86,8 +86,10 @@ else:
 
 
 # A null upstream: answers every transaction at once with a transaction-response (one
-# "201 Created" per entry). Against it, gateway - direct is the gateway's own cost, without
-# the FHIR server's own variance (which at p50 is far larger than the 5 ms being measured).
+# "201 Created" per entry), a case record's state read (a batch of searches) with empty
+# searchsets, and a read of the gateway's Provenance with 404. Against it, gateway - direct is
+# the gateway's own cost, without the FHIR server's own variance (which at p50 is far larger
+# than the 5 ms being measured).
 STUB = """
 import itertools, sys
 import orjson, uvicorn
@@ -103,18 +105,29 @@ async def metadata(request):
             "fhirVersion": "4.0.1", "format": ["json"], "date": "2025-01-01"}
     return Response(orjson.dumps(body), media_type=FHIR)
 
+EMPTY = {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
+
+def _answer(entry):
+    if entry.get("request", {}).get("method") == "GET":  # a record's state read: nothing yet
+        return {"resource": EMPTY, "response": {"status": "200 OK"}}
+    kind = entry.get("resource", {}).get("resourceType", "Resource")
+    return {"response": {"status": "201 Created", "location": f"{kind}/{next(ids)}/_history/1"}}
+
 async def transaction(request):
     bundle = orjson.loads(await request.body())
-    entries = [
-        {"response": {"status": "201 Created", "location":
-            f"{e.get('resource', {}).get('resourceType', 'Resource')}/{next(ids)}/_history/1"}}
-        for e in bundle.get("entry", [])
-    ]
-    body = {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
+    kind = "batch-response" if bundle.get("type") == "batch" else "transaction-response"
+    entries = [_answer(e) for e in bundle.get("entry", [])]
+    body = {"resourceType": "Bundle", "type": kind, "entry": entries}
     return Response(orjson.dumps(body), media_type=FHIR)
+
+async def missing(request):  # the gateway's look-up of its own Provenance: never stored here
+    body = {"resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "not-found"}]}
+    return Response(orjson.dumps(body), status_code=404, media_type=FHIR)
 
 app = Starlette(routes=[
     Route("/fhir/metadata", metadata),
+    Route("/fhir/{kind}/{id}", missing),
     Route("/fhir", transaction, methods=["POST"]),
     Route("/fhir/", transaction, methods=["POST"]),
 ])

@@ -54,7 +54,7 @@ from typing import Any
 
 import httpx
 import orjson
-from benchutil import ROOT, machine, machine_line, percentile
+from benchutil import ROOT, machine, machine_line, percentile, post_concurrently
 
 from adapter.gateway.bundles import add_gateway_provenance, provenance_id
 from adapter.mapping import ConversionOptions, convert_record
@@ -291,31 +291,7 @@ def start_gateway(
     raise SystemExit("the gateway did not answer within 60 s")
 
 
-async def run_phase(
-    client: httpx.AsyncClient,
-    url: str,
-    bodies: list[bytes],
-    headers: dict[str, str],
-    concurrency: int,
-) -> tuple[list[float], Counter[int], float]:
-    """POST every body with ``concurrency`` workers: latencies (s), statuses, wall time."""
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    queue = iter(bodies)
-
-    async def worker() -> None:
-        for body in queue:
-            start = time.perf_counter()
-            try:
-                response = await client.post(url, content=body, headers=headers)
-                statuses[response.status_code] += 1
-            except httpx.HTTPError:
-                statuses[0] += 1
-            latencies.append(time.perf_counter() - start)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, statuses, time.perf_counter() - started
+run_phase = post_concurrently
 
 
 async def run_paired(

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
-from benchutil import machine, machine_line, percentile
+from benchutil import machine, machine_line, percentile, post_concurrently
 from stack import FHIR_JSON, HAPI_SH, Hapi, Postgres, _script, load_average, say
 
 from adapter.mapping import ConversionOptions, convert_record
@@ -36,27 +36,10 @@ async def post_all(
     url: str, bodies: list[bytes], concurrency: int
 ) -> tuple[list[float], Counter[int], float]:
     """POST every body with ``concurrency`` workers: latencies (s), statuses, wall time (s)."""
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    queue = iter(bodies)
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
     async with httpx.AsyncClient(limits=limits, timeout=300.0) as client:
-
-        async def worker() -> None:
-            for body in queue:
-                start = time.perf_counter()
-                try:
-                    response = await client.post(url, content=body, headers=headers)
-                    statuses[response.status_code] += 1
-                except httpx.HTTPError:
-                    statuses[0] += 1
-                latencies.append(time.perf_counter() - start)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, statuses, time.perf_counter() - started
+        return await post_concurrently(client, url, bodies, headers, concurrency)
 
 
 def bodies_for(count: int, seed: int, namespace: str) -> tuple[list[bytes], int]:

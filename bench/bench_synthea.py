@@ -48,7 +48,7 @@ import httpx
 import orjson
 import psutil
 from bench_gateway import LAUNCHER, resolve_hapi, stop_process
-from benchutil import ROOT, machine, machine_line, percentile
+from benchutil import ROOT, machine, machine_line, percentile, post_concurrently
 
 SYNTHEA_SH = ROOT / "tests" / "synthea" / "synthea.sh"
 API_KEY = secrets.token_urlsafe(32)
@@ -152,23 +152,7 @@ def start_gateway(
 async def run_phase(
     client: httpx.AsyncClient, url: str, bodies: list[bytes], headers: dict[str, str], workers: int
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    queue = iter(bodies)
-
-    async def worker() -> None:
-        for body in queue:
-            start = time.perf_counter()
-            try:
-                response = await client.post(url, content=body, headers=headers)
-                statuses[response.status_code] += 1
-            except httpx.HTTPError:
-                statuses[0] += 1
-            latencies.append(time.perf_counter() - start)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    wall = time.perf_counter() - started
+    latencies, statuses, wall = await post_concurrently(client, url, bodies, headers, workers)
     return {
         "patients": len(bodies),
         "resources": sum(entries(b) for b in bodies),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import platform
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "cases"
@@ -94,3 +98,31 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
     return ordered[rank]
+
+
+async def post_concurrently(
+    client: httpx.AsyncClient,
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    concurrency: int,
+) -> tuple[list[float], Counter[int], float]:
+    """POST every body with ``concurrency`` workers: latencies (s), statuses (0 for a failed
+    connection), wall time (s)."""
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    queue = iter(bodies)
+
+    async def worker() -> None:
+        for body in queue:
+            start = time.perf_counter()
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                statuses[response.status_code] += 1
+            except httpx.HTTPError:
+                statuses[0] += 1
+            latencies.append(time.perf_counter() - start)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, statuses, time.perf_counter() - started

@@ -153,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["h2", "postgres"], default="postgres", help="HAPI's db")
     parser.add_argument("--fhir-url", help="use this running FHIR server as upstream")
     parser.add_argument("--stub", action="store_true", help="null upstream instead of HAPI")
+    parser.add_argument(
+        "--hapi-validation",
+        choices=["on", "off"],
+        default="on",
+        help="HAPI's request validation (on as in the tests; off is HAPI's JPA starter default)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 upstream, upstream_text = args.fhir_url.rstrip("/"), args.fhir_url
             else:
                 _script(HAPI_SH, "stop")
-                hapi = Hapi(args.db, args.json)
+                hapi = Hapi(args.db, args.json, validation=args.hapi_validation == "on")
                 upstream, upstream_text = hapi.url, hapi.description
             outbox_text = postgres.describe()
             for round_index in range(args.rounds):

@@ -55,7 +55,7 @@ def bodies_for(count: int, seed: int, namespace: str) -> tuple[list[bytes], int]
 
 def measure(db: str, args: argparse.Namespace) -> dict[str, Any]:
     load_before = load_average()
-    hapi = Hapi(db, args.json)
+    hapi = Hapi(db, args.json, validation=args.hapi_validation == "on")
     try:
         run = f"{int(time.time())}-{secrets.token_hex(3)}"
         warm, _ = bodies_for(args.warmup, args.seed + 1, f"https://bench-hapi-warm-{run}.example")
@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
     parser.add_argument("--seed", type=int, default=11, help="synthetic stream seed")
     parser.add_argument("--keep-hapi", action="store_true", help="leave the last HAPI running")
+    parser.add_argument(
+        "--hapi-validation",
+        choices=["on", "off"],
+        default="on",
+        help="HAPI's request validation (on as in the tests; off is HAPI's JPA starter default)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 

@@ -10,11 +10,14 @@ against HAPI on PostgreSQL (restarted on an empty database by tests/hapi-server/
 ``--db h2``, or an existing server (``--fhir-url``), or ``--stub``: a null upstream that
 answers every transaction at once, which leaves the command's own cost (reading, validating,
 converting, sending, journaling). Reports the command's own summary
-(records/s, resources/s, failures), wall time, the command's peak RSS, and the load average.
+(records/s, resources/s, failures), wall time, the command's peak RSS, the load average,
+and how many Patients of the run the server holds afterwards (one per record, or the
+figure is wrong).
 Then it runs the same command again with the same journal: the resume path, where every
 record is skipped without being sent.
 
     .venv/bin/python bench/bench_push.py [--cases 10000] [--jobs 8] [--db postgres]
+        [--hapi-validation on|off]
 """
 
 from __future__ import annotations
@@ -77,6 +80,23 @@ def run_push(command: list[str], log: Path) -> tuple[dict[str, Any], float, floa
     return summary, wall, peak, code
 
 
+def patients_on_server(url: str, namespace: str) -> int | None:
+    """How many Patients of this run the server holds (``_summary=count`` on the run's own
+    case-record identifier system): the check that every record landed exactly once.
+    ``None`` for the null upstream, which stores nothing."""
+    import httpx
+
+    system = f"{namespace}/fhir/identifier/case-record|"
+    answer = httpx.get(
+        f"{url}/Patient",
+        params={"identifier": system, "_summary": "count"},
+        headers={"Accept": "application/fhir+json", "Cache-Control": "no-cache"},
+        timeout=300,
+    )
+    answer.raise_for_status()
+    return int(answer.json().get("total", 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10_000, help="synthetic records")
@@ -86,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stub", action="store_true", help="null upstream instead of HAPI")
     parser.add_argument("--seed", type=int, default=2024, help="synthetic stream seed")
     parser.add_argument("--keep", metavar="DIR", help="keep input, journal and log here")
+    parser.add_argument(
+        "--hapi-validation",
+        choices=["on", "off"],
+        default="on",
+        help="HAPI's request validation (on as in the tests; off is HAPI's JPA starter default)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
@@ -108,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 _script(HAPI_SH, "stop")
                 if args.db == "postgres":
                     postgres = Postgres(args.json)
-                hapi = Hapi(args.db, args.json)
+                hapi = Hapi(args.db, args.json, validation=args.hapi_validation == "on")
                 url, server_text = hapi.url, hapi.description
                 if postgres is not None:
                     server_text += f" on {postgres.describe()}"
@@ -138,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"pushing ({' '.join(command[1:])}) ...", args.json)
             first, wall, rss, code = run_push(command, folder / "push.log")
             load_after = load_average()
+            on_server = None if stub is not None else patients_on_server(url, namespace)
             say("pushing again with the same journal (resume path) ...", args.json)
             again, again_wall, _, again_code = run_push(command, folder / "push-again.log")
         finally:
@@ -157,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": first,
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(rss, 1),
+        "patients_on_server": on_server,
         "load_before": load_before,
         "load_after": load_after,
         "rerun": {"exit_code": again_code, "summary": again, "wall_s": round(again_wall, 1)},
@@ -176,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         f"failed {first['failed']}, invalid {first['invalid']}, retried {first['retried']}; "
         f"peak RSS of the command {rss:.0f} MB; load average {load_before} -> {load_after}"
     )
+    if on_server is not None:
+        verdict = "each record exactly once" if on_server == first["pushed"] else "MISMATCH"
+        print(f"on the server afterwards: {on_server} Patients of this run ({verdict})")
     print(
         f"rerun with the journal: skipped {again['skipped']}, pushed {again['pushed']} in "
         f"{again_wall:.1f} s (exit {again_code})"

@@ -12,7 +12,7 @@
 # one start took 553 s on 2 cores with a load average of 24), HAPI_STOP_TIMEOUT
 # (30 s), HAPI_DB (h2: in-memory, the default; postgres: a fresh database "hapi" in the
 # cluster of tests/postgres/pg.sh, which is started if it is not running, and then stopped
-# again by "hapi.sh stop"; PG_PORT picks its port), HAPI_JAVA_OPTS (JVM options, default "-Xmx3g -Xms256m": H2 keeps all data on the heap, and a 1 GB heap ran out after a few thousand transactions), MVN (mvn).
+# again by "hapi.sh stop"; PG_PORT picks its port), HAPI_JAVA_OPTS (JVM options, default "-Xmx3g -Xms256m": H2 keeps all data on the heap, and a 1 GB heap ran out after a few thousand transactions), HAPI_REQUEST_VALIDATION (true; "false" stops HAPI validating request bodies, as its JPA starter ships), MVN (mvn).
 set -euo pipefail
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from adapter.mapping import ConversionOptions, convert_record
@@ -134,3 +135,28 @@ def test_pull_gives_back_the_record(
     assert differences(carried(original), carried(pulled)) == []
     if index == 0:
         print("not carried by the round trip: " + "; ".join(NOT_CARRIED))
+
+
+def test_local_server_validates_what_it_is_sent(target: Target) -> None:
+    """The suite's "HAPI accepted it" means something only if HAPI checks requests.
+
+    tests/hapi-server validates request bodies unless started with
+    HAPI_REQUEST_VALIDATION=false (a benchmark setting); a test server started that way would
+    accept what R4 forbids, and every acceptance above would prove less than it claims.
+    """
+    metadata = httpx.get(
+        f"{target.base_url}/metadata", headers={"Accept": "application/fhir+json"}, timeout=60
+    )
+    description = str(metadata.json().get("implementation", {}).get("description", ""))
+    if "HAPI FHIR JPA test server" not in description:
+        pytest.skip(f"not the tests/hapi-server build: {description!r}")
+    assert "request validation on" in description
+    invalid = {"resourceType": "Observation", "status": "not-a-status", "code": {"text": "x"}}
+    answer = httpx.post(
+        f"{target.base_url}/Observation",
+        json=invalid,
+        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+        timeout=60,
+    )
+    assert answer.status_code in (400, 422), answer.text[:500]
+    assert answer.json()["resourceType"] == "OperationOutcome"

@@ -31,7 +31,7 @@ def jvm_rss_mb(pid: int) -> float:
     """RSS of the validator's JVM (validator.sh execs java, possibly under unshare)."""
     process = psutil.Process(pid)
     processes = [process, *process.children(recursive=True)]
-    return max(p.memory_info().rss for p in processes) / 2**20
+    return float(max(p.memory_info().rss for p in processes)) / 2**20
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import sys
 import time
@@ -75,7 +76,7 @@ def main() -> int:
     ]:
         for size in (20_000, 200_000, 2_000_000, 5_000_000):
             data = _hostile(kind, size)
-            seconds = _seconds(lambda data=data: _parse_quietly(data))
+            seconds = _seconds(functools.partial(_parse_quietly, data))
             per_mb = seconds / (len(data) / 1e6) * 1e3
             results["hostile"].append({"kind": kind, "bytes": len(data), "ms": seconds * 1e3})
             say(f"  {kind:24} {len(data):>9,} B  {seconds * 1e3:8.1f} ms  {per_mb:6.1f} ms/MB")
@@ -83,7 +84,7 @@ def main() -> int:
     base = json.loads((EXAMPLES / "caruso2022-02.json").read_text(encoding="utf-8"))
     first_treatment = base["treatments"][0]["id"]
     say("\nvalid records grown, validate_record (best of 3):")
-    for what, grow in [
+    growers: list[tuple[str, Callable[[dict[str, Any], int], None]]] = [
         (
             "observations",
             lambda r, n: r.update(
@@ -107,12 +108,13 @@ def main() -> int:
                 ]
             ),
         ),
-    ]:
+    ]
+    for what, grow in growers:
         for n in (10, 100, 1_000, 10_000):
             record = copy.deepcopy(base)
             grow(record, n)
             assert validate_record(record) == [], validate_record(record)[:3]
-            seconds = _seconds(lambda record=record: validate_record(record))
+            seconds = _seconds(functools.partial(validate_record, record))
             per_item = seconds / n * 1e6
             size = len(json.dumps(record))
             results["valid"].append({"grown": what, "n": n, "bytes": size, "ms": seconds * 1e3})
@@ -126,8 +128,8 @@ def main() -> int:
         record["observations"] = [
             {"kind": "lymphocytes", "value": 1, "date": "2019-07", "bogus": i} for i in range(n)
         ]
-        full = _seconds(lambda record=record: validate_record(record), repeat=1)
-        capped = _seconds(lambda record=record: validate_record(record, max_errors=100), repeat=1)
+        full = _seconds(functools.partial(validate_record, record), repeat=1)
+        capped = _seconds(functools.partial(validate_record, record, max_errors=100), repeat=1)
         result = validate_record(record, max_errors=100)
         results["invalid"].append(
             {"n": n, "all_ms": full * 1e3, "capped_ms": capped * 1e3, "omitted": result.omitted}

@@ -86,7 +86,8 @@ def synthea_set(name: str) -> Path:
 
 def load_set(folder: Path) -> tuple[list[bytes], list[bytes]]:
     """(infrastructure batches, patient transactions without their Provenance) as bytes."""
-    infrastructure, patients = [], []
+    infrastructure: list[bytes] = []
+    patients: list[bytes] = []
     for path in sorted(folder.glob("*.json")):
         bundle = orjson.loads(path.read_bytes())
         bundle["entry"] = [

@@ -28,6 +28,7 @@ from adapter.fhir.errors import OperationOutcomeError
 from adapter.fhir.retry import RetryPolicy
 from adapter.reconcile import (
     Plan,
+    content_addressed_provenances,
     is_conflict,
     plan_transaction,
     record_key,
@@ -80,7 +81,8 @@ def send_record(client: FhirClient, bundle: dict[str, Any]) -> tuple[dict[str, A
     if key is None:
         return client.transaction(bundle, idempotent=True), Plan(bundle), 1
     for attempt in range(1, MAX_PLANS + 1):
-        state = record_state(key, client.batch(state_request(key), idempotent=True))
+        also = content_addressed_provenances(bundle, key)
+        state = record_state(key, client.batch(state_request(key, also), idempotent=True), also)
         plan = plan_transaction(bundle, key, state)
         try:
             return client.transaction(plan.bundle, idempotent=True), plan, attempt
@@ -99,7 +101,9 @@ async def send_record_async(
     if key is None:
         return await client.transaction(bundle, idempotent=True), Plan(bundle), 1
     for attempt in range(1, MAX_PLANS + 1):
-        state = record_state(key, await client.batch(state_request(key), idempotent=True))
+        also = content_addressed_provenances(bundle, key)
+        answer = await client.batch(state_request(key, also), idempotent=True)
+        state = record_state(key, answer, also)
         plan = plan_transaction(bundle, key, state)
         try:
             return await client.transaction(plan.bundle, idempotent=True), plan, attempt

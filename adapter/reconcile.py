@@ -31,7 +31,11 @@ the same resources; HAPI lets one win and answers the others 409, which re-plan 
 **Unchanged resends.** Servers do not version an update whose content is unchanged (HAPI:
 "no changes were detected"). The one field a resend changes by itself is the Provenance's
 ``recorded`` of a record that has no ``recorded_at`` (the conversion time); when nothing else
-of the Provenance differs, the server's value is kept, so a resend versions nothing.
+of the Provenance differs, the server's value is kept, so a resend versions nothing. The
+gateway adds a Provenance of its own whose id is a digest of the content and the client;
+the state search asks for it too (``_id=record,gateway``), and when the server holds it
+already the plan leaves it out, so an unchanged resend through the gateway versions
+nothing either, at no extra round trip.
 
 Everything here is pure: the callers (:mod:`adapter.push`, the gateway's delivery) do the
 reading and sending.
@@ -40,7 +44,7 @@ reading and sending.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +110,8 @@ class RecordState:
     provenance: dict[str, Any] | None = None
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Current resources by ``Type/id`` (targets already deleted are absent)."""
+    present: set[str] = field(default_factory=set)
+    """Ids of the bundle's content-addressed Provenances (the gateway's) the server holds."""
 
     @property
     def version(self) -> str | None:
@@ -208,13 +214,41 @@ def manifest_full_url(bundle: dict[str, Any], key: RecordKey) -> str | None:
     return full_url if isinstance(full_url, str) else None
 
 
-def state_request(key: RecordKey) -> dict[str, Any]:
+def content_addressed_provenances(bundle: dict[str, Any], key: RecordKey) -> tuple[str, ...]:
+    """Ids of the bundle's Provenances, other than the record's own, that are PUT by id.
+
+    In a case record's bundle that is the gateway's Provenance, whose id is a digest of the
+    content and the client (:func:`adapter.gateway.bundles.provenance_id`): if the server
+    already holds it, this exact content from this client was delivered before, and sending
+    it again would only give it a later ``recorded``.
+    """
+    found = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if (
+            isinstance(resource, dict)
+            and resource.get("resourceType") == "Provenance"
+            and isinstance(resource.get("id"), str)
+            and resource["id"] != key.provenance_id
+            and _request(entry).get("method") == "PUT"
+        ):
+            found.append(resource["id"])
+    return tuple(found)
+
+
+def state_request(key: RecordKey, also: Sequence[str] = ()) -> dict[str, Any]:
     """The batch that reads a record's state: its Provenance and every target, in one search.
 
+    ``also``: ids of further Provenances (:func:`content_addressed_provenances`) whose
+    presence the same search answers, so that the gateway needs no round trip of its own
+    to learn whether it delivered this content before.
+
     A batch rather than a plain GET: the Provenance id contains the record id, which must not
-    appear in request URLs (they are logged by HTTP clients and proxies). The id is a FHIR id
-    (``[A-Za-z0-9-.]``), so it needs no escaping in the search URL.
+    appear in request URLs (they are logged by HTTP clients and proxies). The ids are FHIR ids
+    (``[A-Za-z0-9-.]``), so they need no escaping in the search URL, and a comma never
+    occurs in one (it separates them: either id matches).
     """
+    ids = ",".join((key.provenance_id, *also))
     return {
         "resourceType": "Bundle",
         "type": "batch",
@@ -222,7 +256,7 @@ def state_request(key: RecordKey) -> dict[str, Any]:
             {
                 "request": {
                     "method": "GET",
-                    "url": f"Provenance?_id={key.provenance_id}&_include=Provenance:target",
+                    "url": f"Provenance?_id={ids}&_include=Provenance:target",
                 }
             }
         ],
@@ -261,8 +295,8 @@ def _searchset(response: dict[str, Any]) -> dict[str, Any]:
     return searchset
 
 
-def record_state(key: RecordKey, response: dict[str, Any]) -> RecordState:
-    """The state from the server's answer to :func:`state_request`.
+def record_state(key: RecordKey, response: dict[str, Any], also: Sequence[str] = ()) -> RecordState:
+    """The state from the server's answer to :func:`state_request` (with the same ``also``).
 
     Raises :class:`~adapter.fhir.errors.OperationOutcomeError` when the server refused the
     search, :class:`~adapter.fhir.errors.FhirError` when the answer is not a searchset.
@@ -282,6 +316,8 @@ def record_state(key: RecordKey, response: dict[str, Any]) -> RecordState:
             continue
         if resource_type == "Provenance" and resource_id == key.provenance_id:
             state.provenance = resource
+        elif resource_type == "Provenance" and resource_id in also:
+            state.present.add(resource_id)
         else:
             state.targets[f"{resource_type}/{resource_id}"] = resource
     return state
@@ -321,16 +357,32 @@ def _unchanged_but_recorded(
     return same_body and None not in old_target_keys and new_target_keys == old_target_keys
 
 
+def _already_present(entry: Any, state: RecordState) -> bool:
+    """Whether ``entry`` is a content-addressed Provenance the server holds already."""
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    return (
+        isinstance(resource, dict)
+        and resource.get("resourceType") == "Provenance"
+        and isinstance(resource.get("id"), str)
+        and resource["id"] in state.present
+    )
+
+
 def plan_transaction(bundle: dict[str, Any], key: RecordKey, state: RecordState) -> Plan:
     """The transaction that makes the server equal to the record, given its current state.
 
     The bundle's entries go as they are, except the record's Provenance, which gains
     ``ifMatch`` on the version read (when there is one) and keeps the server's ``recorded``
-    when nothing else of it changed; then one ``DELETE`` per resource of the record that the
-    bundle no longer produces. The input bundle is not modified.
+    when nothing else of it changed, and a content-addressed Provenance the server already
+    holds (``state.present``), which is left out; then one ``DELETE`` per resource of the
+    record that the bundle no longer produces. The input bundle is not modified.
     """
     planned = copy.copy(bundle)
-    entries = [copy.copy(e) if isinstance(e, dict) else e for e in bundle.get("entry") or []]
+    entries = [
+        copy.copy(e) if isinstance(e, dict) else e
+        for e in bundle.get("entry") or []
+        if not _already_present(e, state)
+    ]
     planned["entry"] = entries
     new_keys = _new_keys(bundle, key)
     server_keys = {

@@ -278,7 +278,10 @@ class Gateway:
         manifest = manifest_full_url(bundle, key) if key is not None else None
         # The digest and the serialisation are linear in the Bundle's size: off the loop.
         gateway_provenance = await self.cpu.run_local(provenance_id, client_id, bundle)
-        has_provenance = await self._upstream_has(gateway_provenance, now)
+        # A case record's delivery reads the record's state first, and that one search also
+        # answers whether the upstream holds this Provenance (adapter.reconcile); the plan
+        # then leaves it out. Other Bundles have no state read, so they ask here.
+        has_provenance = key is None and await self._upstream_has(gateway_provenance, now)
 
         def prepare() -> bytes:
             if not has_provenance:

@@ -256,6 +256,48 @@ def test_push_case_record_delivered_201(client: TestClient, upstream: FakeUpstre
     assert all(e["request"]["method"] != "DELETE" for e in sent["entry"])
 
 
+def test_case_record_resend_finds_its_provenance_in_the_state_read(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    """An unchanged resend adds no gateway Provenance, and learns so at no extra round trip.
+
+    The record's state search asks for the gateway's content-derived Provenance too
+    (``_id=record,gateway``); the fake server answers with what it holds, as HAPI does.
+    """
+    first = client.post("/case-records", content=record_bytes(), headers=HEADERS)
+    second = client.post("/case-records", content=record_bytes(), headers=HEADERS)
+    assert (first.status_code, second.status_code) == (201, 201)
+    sent_first, sent_second = upstream.bundles
+    gateway_entry = sent_first["entry"][-1]
+    assert gateway_entry["request"]["url"].startswith("Provenance/gw-")
+    # The second transaction is the first without the gateway's Provenance (the record's
+    # own Provenance now carries ifMatch: the fake server holds it, without a version).
+    assert [e["fullUrl"] for e in sent_second["entry"]] == [
+        e["fullUrl"] for e in sent_first["entry"][:-1]
+    ]
+    assert len([p for p in upstream.provenances if p.startswith("gw-")]) == 1
+    assert upstream.provenance_read_route.call_count == 0
+    assert upstream.state_route.call_count == 2
+    [search] = json.loads(upstream.state_route.calls[-1].request.content)["entry"]
+    assert f",{gateway_entry['resource']['id']}&" in search["request"]["url"]
+
+
+def test_changed_case_record_gets_its_own_gateway_provenance(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    changed = json.loads(record_bytes())
+    changed["patient"]["sex"] = "female" if changed["patient"].get("sex") == "male" else "male"
+    assert client.post("/case-records", content=record_bytes(), headers=HEADERS).status_code == 201
+    assert (
+        client.post("/case-records", content=json.dumps(changed), headers=HEADERS).status_code
+        == 201
+    )
+    first, second = (bundle["entry"][-1]["resource"] for bundle in upstream.bundles)
+    assert first["resourceType"] == second["resourceType"] == "Provenance"
+    assert first["id"].startswith("gw-") and second["id"].startswith("gw-")
+    assert first["id"] != second["id"]
+
+
 def test_every_example_pushes_a_valid_bundle(case_name: str, tmp_path: Path) -> None:
     """The converted bundle plus the gateway Provenance validates with fhir.resources (R4B)."""
     with fake_upstream() as upstream, running(make_settings(tmp_path)) as client:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import respx
@@ -120,8 +121,9 @@ class FakeUpstream:
         self.router = router
         self.bundles: list[dict[str, Any]] = []
         self.mode: str | Callable[[httpx.Request], httpx.Response] = "ok"
-        # A case record's delivery first reads the record's state (a batch with one search
-        # for its Provenance): this fake server has none. Matched before the transactions.
+        # A case record's delivery first reads the record's state (a batch with one search,
+        # Provenance?_id=record[,gateway]): this fake server answers with the Provenances it
+        # holds among those ids, as HAPI does. Matched before the transactions.
         self.state_route = router.post(
             UPSTREAM, json__type="batch", json__entry__0__request__method="GET"
         ).mock(side_effect=self._state)
@@ -176,7 +178,16 @@ class FakeUpstream:
             raise httpx.ConnectError("connection refused", request=request)
         if self.mode == "unavailable":
             return outcome(503, "transient", "server starting")
-        searchset = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+        [entry] = json.loads(request.content)["entry"]
+        query = parse_qs(urlsplit(entry["request"]["url"]).query)
+        ids = query.get("_id", [""])[0].split(",")
+        found = [self.provenances[i] for i in ids if i in self.provenances]
+        searchset = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "entry": [{"resource": p, "search": {"mode": "match"}} for p in found],
+        }
         return httpx.Response(
             200,
             json={

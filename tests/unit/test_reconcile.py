@@ -26,6 +26,7 @@ from adapter.mapping.bundle import conditional_url
 from adapter.push import MAX_PLANS, fhir_client, push_bundle
 from adapter.reconcile import (
     RecordState,
+    content_addressed_provenances,
     manifest_full_url,
     plan_transaction,
     record_key,
@@ -118,6 +119,50 @@ def test_state_is_read_without_the_record_id_in_any_url() -> None:
         "method": "GET",
         "url": f"Provenance?_id={key.provenance_id}&_include=Provenance:target",
     }
+
+
+def test_a_content_addressed_provenance_is_asked_for_in_the_same_search() -> None:
+    """The gateway's Provenance (a digest id) is found by the state read, and left out of the
+    plan when the server holds it: an unchanged resend versions nothing, at no extra request."""
+    bundle = bundle_of(load_case("caruso2022-05"))
+    key = record_key(bundle)
+    assert key is not None
+    assert content_addressed_provenances(bundle, key) == ()  # the record's own is not one
+    gateway = {"resourceType": "Provenance", "id": "gw-" + "a" * 40, "recorded": "2026-01-01"}
+    bundle["entry"].append(
+        {"resource": gateway, "request": {"method": "PUT", "url": f"Provenance/{gateway['id']}"}}
+    )
+    also = content_addressed_provenances(bundle, key)
+    assert also == (gateway["id"],)
+    [entry] = state_request(key, also)["entry"]
+    assert entry["request"]["url"] == (
+        f"Provenance?_id={key.provenance_id},{gateway['id']}&_include=Provenance:target"
+    )
+
+    def answer(*resources: dict[str, Any]) -> dict[str, Any]:
+        searchset = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+        }
+        return {
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"resource": searchset, "response": {"status": "200 OK"}}],
+        }
+
+    held = record_state(key, answer(dict(gateway, meta={"versionId": "1"})), also)
+    assert held.present == {gateway["id"]} and held.targets == {} and held.provenance is None
+    plan = plan_transaction(bundle, key, held)
+    assert all(e.get("resource", {}).get("id") != gateway["id"] for e in plan.bundle["entry"])
+    assert len(plan.bundle["entry"]) == len(bundle["entry"]) - 1
+    assert bundle["entry"][-1]["resource"] is gateway  # the input bundle is not modified
+
+    absent = record_state(key, answer(), also)
+    assert absent.present == set()
+    assert plan_transaction(bundle, key, absent).bundle["entry"][-1]["resource"] == gateway
+    # Without ``also`` a Provenance of another id is an ordinary target, as before.
+    assert "Provenance/" + gateway["id"] in record_state(key, answer(gateway)).targets
 
 
 # -- a fake server with HAPI's versioning ------------------------------------------------------

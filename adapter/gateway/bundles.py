@@ -234,10 +234,12 @@ def provenance_id(client_id: str, bundle: dict[str, Any]) -> str:
 
     Derived from the client id, the Bundle type and the normalised entries (canonical JSON,
     keys sorted), so the same content from the same client always gets the same Provenance
-    and a resend adds none: :class:`~adapter.gateway.runtime.Gateway` reads
-    ``Provenance/<id>`` first and leaves it out of the Bundle when the upstream already has
-    it (its ``recorded`` then stays the first delivery's). Changed content gets a new id, so
-    each distinct content a client sent has exactly one Provenance.
+    and a resend adds none: when the upstream already has it, it is left out of the Bundle
+    (its ``recorded`` then stays the first delivery's). For a case record the record's state
+    read asks for it (:mod:`adapter.reconcile`); for an EHR Bundle
+    :class:`~adapter.gateway.runtime.Gateway` reads ``Provenance/<id>`` before storing it.
+    Changed content gets a new id, so each distinct content a client sent has exactly one
+    Provenance.
 
     The form ``gw-`` + 40 hex digits can never be a client's server id (``{client}-`` + 32
     hex digits), so no client can write over it.

@@ -259,6 +259,7 @@ class Gateway:
         client_id: str,
         replay_safe: bool,
         warnings: tuple[str, ...] = (),
+        provenance: str | None = None,
     ) -> tuple[str, Response]:
         """Persist, try once, and answer 201 (delivered), 202 (queued) or the rejection.
 
@@ -277,7 +278,12 @@ class Gateway:
         key = record_key(bundle) if kind == "case-record" else None
         manifest = manifest_full_url(bundle, key) if key is not None else None
         # The digest and the serialisation are linear in the Bundle's size: off the loop.
-        gateway_provenance = await self.cpu.run_local(provenance_id, client_id, bundle)
+        # ``provenance``: the id, when the caller computed it where it built the Bundle.
+        gateway_provenance = (
+            provenance
+            if provenance is not None
+            else await self.cpu.run_local(provenance_id, client_id, bundle)
+        )
         # A case record's delivery reads the record's state first, and that one search also
         # answers whether the upstream holds this Provenance (adapter.reconcile); the plan
         # then leaves it out. Other Bundles have no state read, so they ask here.

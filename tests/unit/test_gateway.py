@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from adapter.fhir import FhirTransportError, OperationOutcomeError
 from adapter.fhir_validation import validate_bundle_resources, validate_resource
+from adapter.gateway.bundles import provenance_id
 from adapter.gateway.clients import Client, server_id
 from adapter.gateway.config import Settings
 from adapter.gateway.outbox import Lease, NewSubmission, SqliteOutbox, State
@@ -270,6 +271,10 @@ def test_case_record_resend_finds_its_provenance_in_the_state_read(
     sent_first, sent_second = upstream.bundles
     gateway_entry = sent_first["entry"][-1]
     assert gateway_entry["request"]["url"].startswith("Provenance/gw-")
+    # Its id, computed in the worker process that converted the record, is the digest of
+    # exactly the content that was sent (before the Provenance itself was added).
+    content = dict(sent_first, entry=sent_first["entry"][:-1])
+    assert gateway_entry["resource"]["id"] == provenance_id(DEFAULT_CLIENT.id, content)
     # The second transaction is the first without the gateway's Provenance (the record's
     # own Provenance now carries ifMatch: the fake server holds it, without a version).
     assert [e["fullUrl"] for e in sent_second["entry"]] == [

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from adapter.gateway.audit import audit_record
 from adapter.gateway.auth import Principal
+from adapter.gateway.bundles import provenance_id
 from adapter.gateway.dependencies import ConvertPrincipal, GatewayDep, WritePrincipal, read_body
 from adapter.gateway.openapi import case_record_body, error_responses, json_response
 from adapter.gateway.outcomes import (
@@ -63,6 +64,24 @@ def converted(
             ),
         )
     return outcome
+
+
+def converted_for_push(
+    body: bytes,
+    options: ConversionOptions,
+    *,
+    rule_system: str,
+    max_entries: int,
+    client_id: str,
+) -> tuple[Outcome, str]:
+    """:func:`converted`, plus the id of the gateway's Provenance for this content.
+
+    The digest is computed here, in the worker process that built the Bundle, rather than
+    on the gateway's event-loop process after the Bundle has crossed over.
+    """
+    outcome = converted(body, options, rule_system=rule_system, max_entries=max_entries)
+    assert outcome.bundle is not None  # converted() raises otherwise
+    return outcome, provenance_id(client_id, outcome.bundle)
 
 
 def converted_json(
@@ -115,21 +134,24 @@ async def push_case_record(
     """
     body = await read_body(request, gateway.settings.max_body_bytes)
     options = _options(gateway, principal, gateway.settings.upstream_fhir_version)
-    outcome = await gateway.cpu.run(
-        converted,
+    client_id = principal.client.id if principal.client is not None else principal.name
+    outcome, gateway_provenance = await gateway.cpu.run(
+        converted_for_push,
         body,
         options,
         rule_system=gateway.rule_system,
         max_entries=gateway.settings.max_bundle_entries,
+        client_id=client_id,
     )
     assert outcome.bundle is not None  # converted() raises otherwise
     submission_id, response = await gateway.submit(
         kind="case-record",
         bundle=outcome.bundle,
         principal=principal.name,
-        client_id=principal.client.id if principal.client is not None else principal.name,
+        client_id=client_id,
         replay_safe=True,  # conditional updates and PUTs, planned at each delivery
         warnings=tuple(outcome.warnings),
+        provenance=gateway_provenance,
     )
     record = audit_record(request.scope)
     if record is not None:

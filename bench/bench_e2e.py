@@ -17,7 +17,10 @@ system, from ``getrusage``) are both reported, with the load average before each
 shared machine CPU time is the steadier of the two, and a load above the core count means
 the wall figures are inflated.
 
-    .venv/bin/python bench/bench_e2e.py [--cases 2000] [--repeat 3] [--json]
+``--compiled`` builds the mypyc-compiled wheel of this checkout (``FHIR_ADAPTER_COMPILE=1``,
+as the Dockerfile does) and times the command line run from it instead of from the source.
+
+    .venv/bin/python bench/bench_e2e.py [--cases 2000] [--repeat 3] [--compiled] [--json]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchutil import EXAMPLES, ROOT, machine, machine_line
+from benchutil import EXAMPLES, ROOT, compiled_site, machine, machine_line
 
 from adapter.mapping import ConversionOptions, convert_record
 from adapter.pipeline import dump_json, dump_ndjson_line
@@ -52,6 +55,10 @@ def _one_core() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
 
 
+SITE: Path | None = None
+"""The unpacked compiled wheel when ``--compiled``; None runs the source tree."""
+
+
 def run_cli(folder: Path, output_format: str, jobs: int | None, pin: bool) -> dict[str, float]:
     """Wall and CPU seconds of one ``fhir-adapter convert`` run on ``folder``."""
     out = Path(tempfile.mkdtemp(prefix="fhir-e2e-out-"))
@@ -62,8 +69,16 @@ def run_cli(folder: Path, output_format: str, jobs: int | None, pin: bool) -> di
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
+    env = dict(os.environ)
+    if SITE is not None:  # outside the checkout, so that the working directory comes second
+        env.update(PYTHONPATH=str(SITE), FHIR_ADAPTER_MAPPINGS=str(ROOT / "mappings"))
     result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, preexec_fn=_one_core if pin else None, check=False
+        command,
+        cwd=ROOT if SITE is None else SITE.parent,
+        env=env,
+        capture_output=True,
+        preexec_fn=_one_core if pin else None,
+        check=False,
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,14 +142,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=2000, help="synthetic records (seed 7)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--compiled", action="store_true", help="run the mypyc-compiled wheel (builds it)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     info = machine()
     say(machine_line(info))
     work = Path(tempfile.mkdtemp(prefix="fhir-e2e-"))
-    results: dict[str, Any] = {"machine": info, "cases": args.cases}
+    results: dict[str, Any] = {"machine": info, "cases": args.cases, "compiled": args.compiled}
     try:
+        if args.compiled:
+            global SITE
+            say("building the compiled wheel (FHIR_ADAPTER_COMPILE=1) ...")
+            SITE = compiled_site(work)
         folder, single = work / "synthetic", work / "single"
         folder.mkdir()
         single.mkdir()
@@ -151,7 +173,8 @@ def main() -> int:
         results["resources_per_case"] = per_resource
         say(f"{len(files)} synthetic records, {per_resource:.1f} resources per case\n")
 
-        say("end to end, fhir-adapter convert FOLDER (subprocess), fixed cost taken off:")
+        build = "compiled wheel" if args.compiled else "source"
+        say(f"end to end, fhir-adapter convert FOLDER ({build}, subprocess), fixed cost taken off:")
         rows = []
         for label, fmt, jobs, pin in [
             ("folder -> JSON bundles, 1 core", "json", 1, True),
@@ -183,7 +206,7 @@ def main() -> int:
             )
         results["end_to_end"] = rows
 
-        say("\nstages, in-process CPU per case (best of repeats):")
+        say("\nstages, in-process CPU per case (best of repeats; this process runs the source):")
         stages = stage_profile(files, args.repeat)
         for name, value in stages.items():
             if name != "resources per case":

@@ -18,6 +18,13 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev,postgres]"
 
+# A C compiler builds the compiled wheel that tests/build compares with the source (setup.py).
+if ! command -v cc >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing a C compiler (gcc) for the compiled-build test"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"

@@ -49,6 +49,11 @@ class ConversionOptions:
     recorded: str | None = None
     """Provenance.recorded when the record has no ``recorded_at`` (an instant with time zone)."""
 
+    def __reduce__(self) -> tuple[type[ConversionOptions], tuple[FhirVersion, str, str | None]]:
+        """Pickled by its fields: worker processes receive the options, and the compiled build
+        (``FHIR_ADAPTER_COMPILE=1``, mypyc) cannot restore a frozen dataclass the default way."""
+        return (ConversionOptions, (self.fhir_version, self.namespace, self.recorded))
+
 
 @dataclass(frozen=True)
 class MappingContext:

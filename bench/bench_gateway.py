@@ -33,6 +33,8 @@ resolved to the millisecond (against HAPI, the server's own variance hides a few
 
     .venv/bin/python bench/bench_gateway.py --own-hapi [--cases 400] [--concurrency 8] [--json]
     .venv/bin/python bench/bench_gateway.py --stub --cases 2000 --paired 500
+    .venv/bin/python bench/bench_gateway.py --stub --compiled   # from the compiled wheel
+    .venv/bin/python bench/bench_gateway.py --stub --respond-async   # 202 once stored
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from typing import Any
 
 import httpx
 import orjson
-from benchutil import ROOT, machine, machine_line, percentile, post_concurrently
+from benchutil import ROOT, compiled_site, machine, machine_line, percentile, post_concurrently
 
 from adapter.gateway.bundles import add_gateway_provenance, provenance_id
 from adapter.mapping import ConversionOptions, convert_record
@@ -251,29 +253,41 @@ def free_port() -> int:
     raise SystemExit(f"no free port in BENCH_PORTS={os.environ['BENCH_PORTS']}")
 
 
+SITE: Path | None = None
+"""The unpacked compiled wheel when ``--compiled``; None runs the gateway from the source."""
+
+
 def start_gateway(
     upstream: str, api_key: str, namespace: str, folder: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Launch the gateway on a free loopback port; returns the process and its base URL."""
     port = free_port()
-    env = os.environ | {
-        "FHIR_ADAPTER_UPSTREAM_URL": upstream,
-        "FHIR_ADAPTER_API_KEYS": api_key,
-        "FHIR_ADAPTER_DB": str(folder / "gateway.sqlite3"),
-        "FHIR_ADAPTER_NAMESPACE": namespace,
-        # measure the synchronous path: answer 202 only if HAPI takes longer than this
-        "FHIR_ADAPTER_SYNC_TIMEOUT": "60",
-        # throughput, not the rate limits (which would answer 429 past 50 pushes a second)
-        "FHIR_ADAPTER_CREDENTIAL_RATE": "0",
-        "FHIR_ADAPTER_ADDRESS_RATE": "0",
-    }
+    compiled = {}
+    if SITE is not None:
+        compiled = {"PYTHONPATH": str(SITE), "FHIR_ADAPTER_MAPPINGS": str(ROOT / "mappings")}
+    env = (
+        os.environ
+        | compiled
+        | {
+            "FHIR_ADAPTER_UPSTREAM_URL": upstream,
+            "FHIR_ADAPTER_API_KEYS": api_key,
+            "FHIR_ADAPTER_DB": str(folder / "gateway.sqlite3"),
+            "FHIR_ADAPTER_NAMESPACE": namespace,
+            # measure the synchronous path: answer 202 only if HAPI takes longer than this
+            "FHIR_ADAPTER_SYNC_TIMEOUT": "60",
+            # throughput, not the rate limits (which would answer 429 past 50 pushes a second)
+            "FHIR_ADAPTER_CREDENTIAL_RATE": "0",
+            "FHIR_ADAPTER_ADDRESS_RATE": "0",
+        }
+    )
     log = (folder / "gateway.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, "127.0.0.1", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        # "-c" puts the working directory first on the path: outside the checkout for --compiled
+        cwd=ROOT if SITE is None else SITE.parent,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -387,6 +401,8 @@ async def benchmark(
         "Accept": "application/json",
         "Authorization": f"Bearer {api_key}",
     }
+    if args.respond_async:  # answered 202 once stored; the outbox delivers after the answer
+        gateway_headers["Prefer"] = "respond-async"
     paths = {
         "direct": (hapi, direct_bodies, direct_headers),
         "gateway": (gateway + "/case-records", gateway_bodies, gateway_headers),
@@ -565,6 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gateway-url", help="use this running gateway instead of starting one")
     parser.add_argument("--api-key", help="API key of --gateway-url")
+    parser.add_argument(
+        "--compiled", action="store_true", help="run the gateway from the mypyc-compiled wheel"
+    )
+    parser.add_argument(
+        "--respond-async",
+        action="store_true",
+        help="send case records with Prefer: respond-async (202 once stored, delivered after)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.gateway_url and not args.api_key:
@@ -598,8 +622,17 @@ def main(argv: list[str] | None = None) -> int:
                 say("note: an external gateway uses its own namespace", args.json)
             else:
                 api_key = secrets.token_urlsafe(24)  # a key for this run only
+                if args.compiled:
+                    global SITE
+                    say("building the compiled wheel (FHIR_ADAPTER_COMPILE=1) ...", args.json)
+                    SITE = compiled_site(Path(tmp))
                 gateway_proc, gateway = start_gateway(hapi, api_key, ns["gateway"], Path(tmp))
+                mode = "Prefer: respond-async" if args.respond_async else "synchronous"
                 say(f"gateway (pid {gateway_proc.pid}) on {gateway}, upstream {hapi}", args.json)
+                say(
+                    f"pushes: {mode}; gateway from the {'compiled wheel' if SITE else 'source'}",
+                    args.json,
+                )
             result = asyncio.run(
                 benchmark(
                     hapi, gateway, api_key, args, ns, gateway_proc.pid if gateway_proc else None

@@ -32,9 +32,11 @@ __all__ = [
     "GatewayDep",
     "OptionalPrincipal",
     "ReadPrincipal",
+    "RespondAsync",
     "WritePrincipal",
     "get_gateway",
     "optional_principal",
+    "prefers_respond_async",
     "read_body",
 ]
 
@@ -112,6 +114,26 @@ def optional_principal(request: Request, gateway: GatewayDep) -> Principal | Non
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+def prefers_respond_async(request: Request) -> bool:
+    """Whether the request carries ``Prefer: respond-async`` (RFC 7240).
+
+    FHIR's asynchronous request pattern (hl7.org/fhir/async-bundle.html) starts with this
+    preference; a push that asks for it is answered 202 as soon as it is durably queued,
+    and the outbox delivers it. Preferences are a comma-separated list of ``token[=value]``
+    with ``;`` parameters, tokens case-insensitive; any other preference is ignored, as RFC
+    7240 asks of a server that does not apply it.
+    """
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            token = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+            if token == "respond-async":
+                return True
+    return False
+
+
+RespondAsync = Annotated[bool, Depends(prefers_respond_async)]
 
 
 def _media_type(request: Request) -> None:

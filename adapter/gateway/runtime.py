@@ -260,11 +260,16 @@ class Gateway:
         replay_safe: bool,
         warnings: tuple[str, ...] = (),
         provenance: str | None = None,
+        respond_async: bool = False,
     ) -> tuple[str, Response]:
         """Persist, try once, and answer 201 (delivered), 202 (queued) or the rejection.
 
         The row is committed before any answer, so whatever happens to this process after
         this point, the submission is either delivered or in the queue.
+
+        ``respond_async`` (the client sent ``Prefer: respond-async``): no attempt on the
+        request path; the answer is 202 as soon as the row is committed, and the outbox
+        worker delivers it, as it delivers everything queued.
 
         A case record's row carries its record key, so the outbox delivers the versions of
         one record one at a time and in order: while an earlier version is being delivered
@@ -315,9 +320,10 @@ class Gateway:
             client=client_id,
             record_key=None if key is None else key.label,
         )
-        try_now = not self.breaker.is_open(now)
+        breaker_open = self.breaker.is_open(now)
+        try_now = not respond_async and not breaker_open
         lease = self.worker.lease(now) if try_now else None
-        due = None if try_now else self.breaker.closes_at
+        due = self.breaker.closes_at if breaker_open else None
         row: Submission | None = await self.store(
             self.outbox.add, new, now=now, lease=lease, due=due
         )
@@ -344,6 +350,10 @@ class Gateway:
             )
         if view["status"] == "queued":
             headers["Retry-After"] = POLL_AFTER_SECONDS
+            if respond_async:
+                # the FHIR asynchronous pattern names the status endpoint Content-Location
+                headers["Content-Location"] = headers["Location"]
+                headers["Preference-Applied"] = "respond-async"
             return submission_id, fhir_response(
                 202, view, headers=headers, media_type="application/json"
             )

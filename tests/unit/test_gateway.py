@@ -348,6 +348,49 @@ def test_upstream_down_gives_202_then_worker_delivers(
     assert len(upstream.bundles) == 1
 
 
+def test_respond_async_answers_202_once_stored_and_the_outbox_delivers(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    # Down: a synchronous push would have tried once (attempts 1, "upstream unreachable").
+    upstream.mode = "down"
+    headers = {**HEADERS, "Prefer": "handling=lenient, Respond-Async; wait=5"}
+    response = client.post("/case-records", content=record_bytes(), headers=headers)
+    assert response.status_code == 202, response.text
+    queued = response.json()
+    assert queued["status"] == "queued"
+    assert queued["attempts"] == 0 and "error" not in queued
+    location = response.headers["location"]
+    assert response.headers["content-location"] == location == f"/submissions/{queued['id']}"
+    assert response.headers["preference-applied"] == "respond-async"
+    assert response.headers["retry-after"]
+
+    upstream.mode = "ok"
+    delivered = wait_for_status(client, location, "delivered")
+    assert delivered["references"]
+    assert len(upstream.bundles) == 1
+
+
+def test_other_preferences_keep_the_synchronous_answer(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    headers = {**HEADERS, "Prefer": "return=minimal, respond-asynchronously"}
+    response = client.post("/case-records", content=record_bytes(), headers=headers)
+    assert response.status_code == 201, response.text
+    assert "preference-applied" not in response.headers
+    assert "content-location" not in response.headers
+    assert len(upstream.bundles) == 1
+
+
+def test_fhir_bundle_respond_async(client: TestClient, upstream: FakeUpstream) -> None:
+    headers = {**HEADERS, "Prefer": "respond-async"}
+    response = client.post("/fhir", json=ehr_bundle(), headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["attempts"] == 0
+    assert response.headers["preference-applied"] == "respond-async"
+    wait_for_status(client, response.headers["content-location"], "delivered")
+    assert len(upstream.bundles) == 1
+
+
 def test_upstream_503_is_retried_until_delivered(
     client: TestClient, upstream: FakeUpstream
 ) -> None:

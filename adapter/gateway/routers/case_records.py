@@ -19,7 +19,13 @@ from starlette.responses import Response
 from adapter.gateway.audit import audit_record
 from adapter.gateway.auth import Principal
 from adapter.gateway.bundles import provenance_id
-from adapter.gateway.dependencies import ConvertPrincipal, GatewayDep, WritePrincipal, read_body
+from adapter.gateway.dependencies import (
+    ConvertPrincipal,
+    GatewayDep,
+    RespondAsync,
+    WritePrincipal,
+    read_body,
+)
 from adapter.gateway.openapi import case_record_body, error_responses, json_response
 from adapter.gateway.outcomes import (
     MAX_ISSUES,
@@ -109,7 +115,9 @@ _PUSH_RESPONSES = {
     ),
     202: json_response(
         "Submission",
-        "Accepted and queued (upstream unavailable): poll `Location` (`/submissions/{id}`).",
+        "Accepted and queued (upstream unavailable, or the request said `Prefer: "
+        "respond-async`): poll `Location` (`/submissions/{id}`; also `Content-Location` "
+        "under `Prefer: respond-async`, with `Preference-Applied`).",
         headers={"Location": {"schema": {"type": "string"}}},
     ),
     **error_responses((400, 401, 403, 413, 415, 422, 500, 502, 503)),
@@ -124,9 +132,12 @@ _PUSH_RESPONSES = {
     openapi_extra=case_record_body(),
 )
 async def push_case_record(
-    request: Request, principal: WritePrincipal, gateway: GatewayDep
+    request: Request, principal: WritePrincipal, gateway: GatewayDep, respond_async: RespondAsync
 ) -> Response:
     """Convert the record to a transaction Bundle and deliver it (201) or queue it (202).
+
+    With ``Prefer: respond-async`` it is queued without waiting for the upstream: 202 once
+    the submission is stored (FHIR's asynchronous request pattern).
 
     The submission is stored before the answer; 400/422 list every problem of the record
     with its JSON path. An upstream refusal of the data is passed on (400/409/412/422) with
@@ -152,6 +163,7 @@ async def push_case_record(
         replay_safe=True,  # conditional updates and PUTs, planned at each delivery
         warnings=tuple(outcome.warnings),
         provenance=gateway_provenance,
+        respond_async=respond_async,
     )
     record = audit_record(request.scope)
     if record is not None:

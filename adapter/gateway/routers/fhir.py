@@ -24,7 +24,13 @@ from adapter.gateway.bundles import check_structure, entry_is_replay_safe, model
 from adapter.gateway.client_registry import ClientRegistry
 from adapter.gateway.clients import Client
 from adapter.gateway.config import Settings
-from adapter.gateway.dependencies import AnyPrincipal, GatewayDep, WritePrincipal, read_body
+from adapter.gateway.dependencies import (
+    AnyPrincipal,
+    GatewayDep,
+    RespondAsync,
+    WritePrincipal,
+    read_body,
+)
 from adapter.gateway.normalise import normalise_bundle
 from adapter.gateway.openapi import bundle_body, error_responses, json_response
 from adapter.gateway.outcomes import GatewayError, Issue, error, fhir_response, record_errors
@@ -59,12 +65,17 @@ def _too_many_entries(count: int, limit: int) -> GatewayError:
     summary="Forward an EHR transaction or batch Bundle",
     responses={
         201: json_response("Submission", "Delivered; `references` lists the upstream's answers."),
-        202: json_response("Submission", "Queued (upstream unavailable); poll `Location`."),
+        202: json_response(
+            "Submission",
+            "Queued (upstream unavailable, or `Prefer: respond-async`); poll `Location`.",
+        ),
         **error_responses((400, 401, 403, 413, 415, 422, 500, 502, 503)),
     },
     openapi_extra=bundle_body(),
 )
-async def push_bundle(request: Request, principal: WritePrincipal, gateway: GatewayDep) -> Response:
+async def push_bundle(
+    request: Request, principal: WritePrincipal, gateway: GatewayDep, respond_async: RespondAsync
+) -> Response:
     """Check and normalise the Bundle, store it with a gateway Provenance, deliver or queue it."""
     settings = gateway.settings
     client = principal.client
@@ -93,6 +104,7 @@ async def push_bundle(request: Request, principal: WritePrincipal, gateway: Gate
         principal=principal.name,
         client_id=client.id,
         replay_safe=replay_safe,
+        respond_async=respond_async,
     )
     record = audit_record(request.scope)
     if record is not None:

@@ -6,7 +6,7 @@ source, type-checked by mypy --strict, turned into C extensions (about 1.3x fast
 on ``convert``: README, Performance). Without it, and for every editable install, the package
 is pure Python. The wheel carries the .py files as well; a compiled module takes precedence.
 
-``tests/build/test_compiled_build.py`` builds this wheel and checks that it writes the same
+``tests/compiled/test_compiled_build.py`` builds this wheel and checks that it writes the same
 bytes, errors and exit codes as the pure package.
 """
 

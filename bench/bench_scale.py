@@ -16,7 +16,9 @@ written in order, so memory stays bounded and the files are identical to a one-p
 When fewer than 1,000,000 cases were run, the time of a full million is extrapolated
 linearly from the measured rate (and printed as such).
 
-    .venv/bin/python bench/bench_scale.py [--cases 1000000] [--jobs 2] [--keep] [--json]
+``--compiled`` re-runs the benchmark on the mypyc-compiled wheel of this checkout.
+
+    .venv/bin/python bench/bench_scale.py [--cases 1000000] [--jobs 2] [--compiled] [--keep]
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import IO, Any
 
 import orjson
 import psutil
-from benchutil import machine, machine_line
+from benchutil import machine, machine_line, rerun_compiled, running_compiled
 
 from adapter.mapping import ConversionOptions
 from adapter.pipeline import convert_bytes, dump_ndjson_line
@@ -187,10 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         "--discard", action="store_true", help="serialise but write to /dev/null (no disk)"
     )
     parser.add_argument("--sample", type=float, default=0.5, help="RSS sampling interval (s)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="run on the mypyc-compiled wheel (builds it)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable summary")
     args = parser.parse_args(argv)
     if args.cases < 1 or args.jobs < 1 or args.chunk < 1:
         parser.error("--cases, --jobs and --chunk must be at least 1")
+    if args.compiled:
+        print("building the compiled wheel (FHIR_ADAPTER_COMPILE=1) ...", file=sys.stderr)
+        rerun_compiled(__file__, sys.argv[1:] if argv is None else argv)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -209,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 "use --discard or --out-dir"
             )
     say(machine_line(info))
+    say(f"adapter: {'the compiled wheel' if running_compiled() else 'the source'}")
     say(
         f"streaming {args.cases:,} synthetic cases, {args.jobs} process(es), chunks of "
         f"{args.chunk}, output {'discarded' if folder is None else folder}"
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     flat_growth = ticks[-1]["rss_total_mb"] - ticks[1]["rss_total_mb"] if len(ticks) >= 3 else None
     summary: dict[str, Any] = {
         "machine": info,
+        "compiled": running_compiled(),
         "cases": totals.cases,
         "failed": totals.failed,
         "resources": totals.resources,

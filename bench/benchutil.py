@@ -145,3 +145,32 @@ def compiled_site(work: Path) -> Path:
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     return site
+
+
+COMPILED_MARKER = "FHIR_BENCH_COMPILED_SITE"
+"""Set in a benchmark that re-ran itself on the compiled wheel (see :func:`rerun_compiled`)."""
+
+
+def rerun_compiled(script: str, argv: list[str]) -> None:
+    """Re-run this benchmark process on the compiled wheel: build it, then ``exec`` the same
+    script and arguments (without ``--compiled``) with the wheel first on ``PYTHONPATH``.
+
+    For scripts that import the adapter at the top, in their own process: the replacement
+    process imports the compiled modules from the start. The wheel's folder is left behind
+    in the system temporary folder (a few MB) because this process is gone when it ends.
+    """
+    import tempfile
+
+    site = compiled_site(Path(tempfile.mkdtemp(prefix="fhir-bench-compiled-")))
+    env = dict(os.environ, PYTHONPATH=str(site), FHIR_ADAPTER_MAPPINGS=str(ROOT / "mappings"))
+    env.update(FHIR_ADAPTER_EXAMPLES=str(EXAMPLES), **{COMPILED_MARKER: str(site)})
+    arguments = [a for a in argv if a != "--compiled"]
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, script, *arguments], env)
+
+
+def running_compiled() -> bool:
+    """Whether the adapter this process imported is the compiled wheel's."""
+    import adapter.pipeline
+
+    return (adapter.pipeline.__file__ or "").endswith(".so")

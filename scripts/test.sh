@@ -18,7 +18,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev,postgres]"
 
-# A C compiler builds the compiled wheel that tests/build compares with the source (setup.py).
+# A C compiler builds the compiled wheel that tests/compiled compares with the source (setup.py).
 if ! command -v cc >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing a C compiler (gcc) for the compiled-build test"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq

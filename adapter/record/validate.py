@@ -128,16 +128,19 @@ def _walk_relative_times(record: dict[str, Any]) -> Iterator[tuple[list[Any], di
 
 
 def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
-    ids: dict[str, str] = {}
+    # Where each id was first seen, as (section, index): the path is worded only for an error.
+    ids: dict[str, tuple[str, int]] = {}
     for section in ("diagnoses", "treatments", "adverse_events"):
         for index, item in enumerate(record.get(section, [])):
-            path = json_path([section, index, "id"])
-            if item["id"] in ids:
+            first = ids.get(item["id"])
+            if first is not None:
                 yield RecordError(
-                    path, "unique-id", f"id {item['id']!r} is already used at {ids[item['id']]}"
+                    json_path([section, index, "id"]),
+                    "unique-id",
+                    f"id {item['id']!r} is already used at {json_path([*first, 'id'])}",
                 )
             else:
-                ids[item["id"]] = path
+                ids[item["id"]] = (section, index)
     treatment_ids = {t["id"] for t in record.get("treatments", [])}
     diagnosis_ids = {d["id"] for d in record.get("diagnoses", [])}
     ae_ids = {a["id"] for a in record.get("adverse_events", [])}

@@ -26,7 +26,7 @@ import pytest
 from adapter.synthetic import generate_cases
 from tests.conftest import CASES, INVALID, ROOT
 
-pytestmark = pytest.mark.build
+pytestmark = pytest.mark.compiled
 
 COMPILED_MODULES = [
     "adapter.mapping.bundle",

@@ -134,7 +134,13 @@ async def post_concurrently(
 def compiled_site(work: Path) -> Path:
     """Build the compiled wheel (``FHIR_ADAPTER_COMPILE=1``, setup.py) of this checkout and
     unpack it into ``work/site``: a directory to put first on ``PYTHONPATH`` so that the
-    command line runs the mypyc-compiled conversion path (needs a C compiler; ~1 min)."""
+    command line runs the mypyc-compiled conversion path (needs a C compiler; ~1 min).
+
+    ``FHIR_BENCH_COMPILED_SITE`` names an unpacked wheel to use instead of building one (to
+    compare several runs on the same build)."""
+    reuse = os.environ.get("FHIR_BENCH_COMPILED_SITE")
+    if reuse:
+        return Path(reuse)
     wheels, site = work / "wheels", work / "site"
     command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels)]
     env = dict(os.environ, FHIR_ADAPTER_COMPILE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")

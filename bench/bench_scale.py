@@ -41,7 +41,13 @@ from typing import IO, Any
 
 import orjson
 import psutil
-from benchutil import machine, machine_line, rerun_compiled, running_compiled
+from benchutil import (
+    COMPILED_MARKER,
+    machine,
+    machine_line,
+    rerun_compiled,
+    running_compiled,
+)
 
 from adapter.mapping import ConversionOptions
 from adapter.pipeline import convert_bytes, dump_ndjson_line
@@ -197,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases < 1 or args.jobs < 1 or args.chunk < 1:
         parser.error("--cases, --jobs and --chunk must be at least 1")
     if args.compiled:
-        print("building the compiled wheel (FHIR_ADAPTER_COMPILE=1) ...", file=sys.stderr)
+        if not os.environ.get(COMPILED_MARKER):
+            print("building the compiled wheel (FHIR_ADAPTER_COMPILE=1) ...", file=sys.stderr)
         rerun_compiled(__file__, sys.argv[1:] if argv is None else argv)
 
     def say(text: str) -> None:

@@ -131,14 +131,18 @@ async def post_concurrently(
     return latencies, statuses, time.perf_counter() - started
 
 
+COMPILED_MARKER = "FHIR_BENCH_COMPILED_SITE"
+"""An unpacked compiled wheel to reuse; set by :func:`rerun_compiled` in the process it starts."""
+
+
 def compiled_site(work: Path) -> Path:
     """Build the compiled wheel (``FHIR_ADAPTER_COMPILE=1``, setup.py) of this checkout and
     unpack it into ``work/site``: a directory to put first on ``PYTHONPATH`` so that the
     command line runs the mypyc-compiled conversion path (needs a C compiler; ~1 min).
 
-    ``FHIR_BENCH_COMPILED_SITE`` names an unpacked wheel to use instead of building one (to
+    :data:`COMPILED_MARKER` names an unpacked wheel to use instead of building one (to
     compare several runs on the same build)."""
-    reuse = os.environ.get("FHIR_BENCH_COMPILED_SITE")
+    reuse = os.environ.get(COMPILED_MARKER)
     if reuse:
         return Path(reuse)
     wheels, site = work / "wheels", work / "site"
@@ -151,10 +155,6 @@ def compiled_site(work: Path) -> Path:
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     return site
-
-
-COMPILED_MARKER = "FHIR_BENCH_COMPILED_SITE"
-"""Set in a benchmark that re-ran itself on the compiled wheel (see :func:`rerun_compiled`)."""
 
 
 def rerun_compiled(script: str, argv: list[str]) -> None:

@@ -7,11 +7,12 @@ gets a one-line explanation.
 
 Two parsers, one result. The *reference* parser (``json`` with hooks) defines what a record
 parses to and words every error. The *fast* parser (orjson, about ten times quicker) is used
-only when a linear scan of the text shows it cannot differ from the reference: no duplicate key
-(orjson keeps the last one silently), no integral float (the reference turns ``70.0`` into
-``70``), no number orjson would round (integers of 19 digits or more) and nesting within the
-limit. Anything else, including every input orjson refuses, goes to the reference parser, so
-errors and values are the same whichever parser ran (tests/unit/test_loader.py compares them).
+only when it provably equals the reference: as many members as the text has keys (orjson keeps
+the last of a duplicate key silently), nesting within the limit, integral floats turned into
+ints as the reference does (``70.0`` is ``70``) and none orjson may have rounded (an integer
+literal beyond 64 bits). Anything else, including every input orjson refuses, goes to the
+reference parser, so errors and values are the same whichever parser ran
+(tests/unit/test_loader.py compares them).
 
 Every check here is linear in the size of the input: strings are cut out by one regular
 expression that never backtracks (possessive quantifiers), and the rest is ``str`` methods.
@@ -23,6 +24,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +89,6 @@ _STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 _BRACKET_RUN = re.compile(r"\[++|\]++")
 _MAX_RUNS = 100_000
-# Numbers (unsigned) outside strings that orjson and the reference parser may turn into different
-# values: those with a fraction or exponent (the reference makes integral ones ints) and integers
-# of 19 digits or more (orjson turns those beyond 64 bits into floats).
-_DELICATE_NUMBER = re.compile(r"(?<![0-9])[0-9]++(?:[.eE][-+0-9.eE]*+|(?<=[0-9]{19}))")
 
 
 def _skeleton(text: str) -> str:
@@ -192,20 +190,6 @@ def _reference_parse(text: str) -> dict[str, Any]:
     return value
 
 
-def _integral_floats_to_ints(value: Any) -> None:
-    """What ``_number`` does in the reference parser, applied in place after orjson."""
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, item in items:
-            if isinstance(item, float):
-                if item.is_integer() and abs(item) < 2**53:
-                    node[key] = int(item)
-            elif isinstance(item, (dict, list)):
-                stack.append(item)
-
-
 def _members_within_depth(value: Any) -> int | None:
     """Object members of a parsed value, or None when it nests deeper than MAX_DEPTH.
 
@@ -226,29 +210,72 @@ def _members_within_depth(value: Any) -> int | None:
     return None if level else members
 
 
+_MEMBER_END = re.compile(r'"[ \t\n\r]*+:')
+"""A quote, JSON whitespace and a colon: how every object member's key ends."""
+_ESCAPED_MEMBER_END = re.compile(r'(?<!\\)(?:\\\\)*+\\"[ \t\n\r]*+:')
+"""The same after an odd run of backslashes: an escaped quote, inside a string, not a key end."""
+
+
+def _keys_in_text(text: str) -> int:
+    """Object members of JSON text, counted by their keys' closing quotes (exact: a quote after
+    an even run of backslashes ends a string, and a string followed by a colon is a key)."""
+    keys = len(_MEMBER_END.findall(text))
+    if '\\"' in text:
+        keys -= len(_ESCAPED_MEMBER_END.findall(text))
+    return keys
+
+
+def _settle_floats(node: dict[str, Any] | list[Any]) -> bool:
+    """Make orjson's floats what the reference parser gives, in place; False where unsure.
+
+    An integral float below 2**53 becomes an int, as ``_number`` does. An integral float at or
+    above 2**53 may be an integer literal orjson rounded (beyond 64 bits) where the reference
+    keeps every digit: not decidable from the value, so the reference parses. Any other float is
+    the same double in both (both round correctly; orjson refuses what overflows).
+    """
+    items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, item in items:
+        if item.__class__ is float and item.is_integer():
+            if abs(item) >= 2**53:
+                return False
+            node[key] = int(item)
+    return True
+
+
 def _fast_parse(text: str) -> dict[str, Any] | None:
-    """orjson's parse when it provably equals the reference's; None to ask the reference."""
+    """orjson's parse when it provably equals the reference's; None to ask the reference.
+
+    One pass over the parsed containers (not the scalars, except in a container that holds a
+    float) counts the members, bounds the depth and settles the floats; one scan of the text
+    counts the keys. Text inside strings can only add key matches (then the reference parses,
+    slower and the same), never hide one, since orjson has accepted the text as JSON.
+    """
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None  # the reference words the error (or, rarely, accepts: big integers)
-    if not isinstance(value, dict):
+    if value.__class__ is not dict:
         return None
-    skeleton = _skeleton(text)
-    integral = False
-    for token in _DELICATE_NUMBER.findall(skeleton):
-        if token.isdigit():
-            return None  # 19 digits or more
-        number = float(token)
-        if math.isinf(number):
-            return None
-        integral = integral or (number.is_integer() and abs(number) < 2**53)
-    # Outside strings every member of the text has one ":"; if the parsed value has fewer
-    # members, orjson dropped a duplicate key (the reference refuses those).
-    if skeleton.count(":") != _members_within_depth(value):
+    members = 0
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        below: list[Any] = []
+        for node in level:
+            if node.__class__ is dict:
+                members += len(node)
+                children = node.values()
+            else:
+                children = node
+            below += [x for x in children if x.__class__ is dict or x.__class__ is list]
+            if float in {x.__class__ for x in children} and not _settle_floats(node):
+                return None
+        if not below:
+            break
+        level = below
+    else:
+        return None  # deeper than MAX_DEPTH
+    if _keys_in_text(text) != members:
         return None
-    if integral:
-        _integral_floats_to_ints(value)
     return value
 
 

@@ -315,3 +315,59 @@ def fast_error_count(record: Any) -> int | None:
         return count
     except Exception:  # a value jsonschema-rs cannot take
         return None
+
+
+ANY_ITEM = "*"
+"""In a location, stands for every item of an array."""
+
+
+def _locations_of(
+    node: Any, definition: str, defs: dict[str, Any], here: tuple[str, ...], seen: frozenset[str]
+) -> Iterator[tuple[str, ...]]:
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref[len("#/$defs/") :]
+        if name == definition:
+            yield here
+            return
+        if name not in seen:
+            yield from _locations_of(defs.get(name), definition, defs, here, seen | {name})
+    for key in ("allOf", "anyOf", "oneOf"):
+        for branch in node.get(key, []) if isinstance(node.get(key), list) else []:
+            yield from _locations_of(branch, definition, defs, here, seen)
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        for name, sub in properties.items():
+            yield from _locations_of(sub, definition, defs, (*here, name), seen)
+    if isinstance(node.get("items"), dict):
+        yield from _locations_of(node["items"], definition, defs, (*here, ANY_ITEM), seen)
+
+
+@lru_cache(maxsize=8)
+def locations_of_definition(definition: str) -> tuple[tuple[str, ...], ...]:
+    """Where in a record a ``$defs`` entry can occur, as key paths (``*``: any array item).
+
+    Read from the schema itself, so that a rule about, say, every relative time visits exactly
+    the places the schema allows one, not every node of the record (a walk of the whole record
+    was a fifth of the semantic checks' cost), and a schema change needs no change in the rule.
+    """
+    schema = case_record_schema()
+    defs = schema.get("$defs", {})
+    return tuple(dict.fromkeys(_locations_of(schema, definition, defs, (), frozenset())))
+
+
+def values_at(record: Any, location: tuple[str, ...]) -> Iterator[tuple[list[str | int], Any]]:
+    """The values found at one location of :func:`locations_of_definition`, with their paths."""
+    found: list[tuple[list[str | int], Any]] = [([], record)]
+    for step in location:
+        below: list[tuple[list[str | int], Any]] = []
+        for path, node in found:
+            if step == ANY_ITEM:
+                if isinstance(node, list):
+                    below.extend(([*path, index], item) for index, item in enumerate(node))
+            elif isinstance(node, dict) and step in node:
+                below.append(([*path, step], node[step]))
+        found = below
+    yield from found

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 from adapter.record.schema import (
     DATE_WINDOW_RULE,
     fast_error_count,
+    locations_of_definition,
     reference_errors,
     schema_valid,
+    values_at,
 )
 
 
@@ -96,35 +98,18 @@ def _schema_errors(error: ValidationError) -> Iterator[RecordError]:
     yield RecordError(json_path(path), rule, text)
 
 
-_RELATIVE_KEYS = frozenset({"after", "onset_after", "end_after", "start_after"})
-
 MAX_OFFSET = {"days": 36_525, "weeks": 5_218, "months": 1_200}
 """Largest offset of a relative time, 100 years in each unit: with stated dates inside the
 window of years, every date the mappers compute from an offset stays a real date."""
 
 
-def _walk_relative_times(record: dict[str, Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
-    """Every relative-time object in the record (they all carry a ``treatment`` reference).
-
-    Iterative, and a path is built only for containers, not for every scalar: one step per
-    node of the record.
-    """
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(record, ())]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.items()
-        elif isinstance(node, list):
-            children = enumerate(node)
-        else:
-            continue
-        found = []
-        for key, value in children:
-            if isinstance(value, (dict, list)):
-                if key in _RELATIVE_KEYS and isinstance(value, dict):
-                    found.append(([*path, key], value))
-                stack.append((value, (*path, key)))
-        yield from found
+def _relative_times(record: dict[str, Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+    """Every relative-time object in the record (they all carry a ``treatment`` reference),
+    looked up where the schema allows one rather than by walking every node."""
+    for location in locations_of_definition("relative_time"):
+        for path, value in values_at(record, location):
+            if isinstance(value, dict):
+                yield path, value
 
 
 def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
@@ -257,7 +242,7 @@ def _semantic_errors(record: dict[str, Any]) -> Iterator[RecordError]:
                 "observation kind",
             )
 
-    for relative_path, relative in _walk_relative_times(record):
+    for relative_path, relative in _relative_times(record):
         if relative["treatment"] not in treatment_ids:
             yield RecordError(
                 json_path([*relative_path, "treatment"]),

@@ -162,3 +162,43 @@ def test_a_record_the_validator_accepts_always_converts(
         return
     bundle = convert_record(record, ConversionOptions(fhir_version=version)).bundle
     assert bundle["entry"]
+
+
+def _with_relative_time_everywhere(relative: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """caruso2022-02 with ``relative`` at every place the schema allows a relative time."""
+    record = copy.deepcopy(load_case("caruso2022-02"))
+    record["patient"]["deceased"] = {"after": dict(relative)}
+    treatment = record["treatments"][0]
+    treatment.pop("start", None)
+    treatment["start_after"] = dict(relative)
+    treatment.setdefault("responses", []).append(
+        {"compartment": "overall", "text": "improved", "after": dict(relative)}
+    )
+    event = record["adverse_events"][0]
+    event.pop("onset", None)
+    event["onset_after"] = dict(relative)
+    event.pop("end", None)
+    event["end_after"] = dict(relative)
+    record["observations"] = [{"kind": "lymphocytes", "value": 1, "after": dict(relative)}]
+    record["follow_up"] = {"status": "stable", "after": dict(relative)}
+    responses = len(treatment["responses"]) - 1
+    return record, [
+        "$.patient.deceased.after",
+        "$.treatments[0].start_after",
+        f"$.treatments[0].responses[{responses}].after",
+        "$.adverse_events[0].onset_after",
+        "$.adverse_events[0].end_after",
+        "$.observations[0].after",
+        "$.follow_up.after",
+    ]
+
+
+def test_every_relative_time_the_schema_allows_is_checked() -> None:
+    """The rules on relative times visit the places the schema allows one (read from the
+    schema, not from a walk of the whole record): a reference to no treatment is refused at
+    each of them, and a record with valid ones passes."""
+    record, places = _with_relative_time_everywhere({"treatment": "t1", "days": 3})
+    assert validate_record(record) == [], validate_record(record)
+    record, places = _with_relative_time_everywhere({"treatment": "nope", "days": 3})
+    found = [(e.path, e.rule) for e in validate_record(record)]
+    assert sorted(found) == sorted((f"{place}.treatment", "reference") for place in places)

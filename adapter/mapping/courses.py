@@ -270,7 +270,7 @@ def resolve_relative(
         for plan in plans.get(treatment["id"], []):
             if plan.doses and len(plan.doses) >= relative["after_dose"]:
                 dose = plan.doses[relative["after_dose"] - 1]
-                when = str(PartialDate.from_date(dose.when))
+                when = dose.when.isoformat()
                 how = "computed from the schedule" if dose.date_computed else "stated"
                 basis = f"{_relative_words(relative)} ({when}, {how})"
                 break

@@ -22,7 +22,6 @@ from adapter.mapping.datatypes import (
     ucum_quantity,
 )
 from adapter.mapping.schedule import Dose, DoseStep
-from adapter.record.dates import PartialDate
 
 _REQUEST_STATUS = {
     "completed": "completed",
@@ -285,7 +284,7 @@ def _expanded_administrations(
             ctx,
             resource,
             _effective_name(ctx, "DateTime"),
-            str(PartialDate.from_date(dose.when)),
+            dose.when.isoformat(),
             dose.date_computed,
         )
         resources.append(

@@ -43,8 +43,15 @@ __all__ = [
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
 
 
-def get_gateway(request: Request) -> Gateway:
-    """The gateway built by the lifespan; 503 if the app was not started through it."""
+async def get_gateway(request: Request) -> Gateway:
+    """The gateway built by the lifespan; 503 if the app was not started through it.
+
+    The dependencies here are ``async def`` although they never await: FastAPI runs a plain
+    ``def`` dependency on its thread pool, a hop of its own for each (three per request), and
+    what they do is bounded and in memory (a SHA-256 and constant-time compares, or one JWT
+    signature check on a header the HTTP server already limits; token buckets), so it may run
+    on the event loop.
+    """
     gateway = getattr(request.app.state, "gateway", None)
     if not isinstance(gateway, Gateway):
         raise GatewayError(503, error("transient", "the gateway is not started"))
@@ -80,7 +87,7 @@ def _authenticate(request: Request, gateway: Gateway) -> Principal:
 
 
 def _requiring(access: Access | None, *, bound: bool) -> Any:
-    def dependency(request: Request, gateway: GatewayDep) -> Principal:
+    async def dependency(request: Request, gateway: GatewayDep) -> Principal:
         principal = _authenticate(request, gateway)
         if bound and principal.client is None:
             raise forbidden(None)
@@ -102,7 +109,7 @@ ClientPrincipal = Annotated[Principal, _requiring(None, bound=True)]
 AnyPrincipal = Annotated[Principal, _requiring(None, bound=False)]
 
 
-def optional_principal(request: Request, gateway: GatewayDep) -> Principal | None:
+async def optional_principal(request: Request, gateway: GatewayDep) -> Principal | None:
     """The caller if it sent valid credentials, else ``None`` (for public endpoints that
     show more to some callers); failed attempts still count against the address."""
     if not request.headers.get("authorization"):
@@ -116,7 +123,7 @@ def optional_principal(request: Request, gateway: GatewayDep) -> Principal | Non
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
-def prefers_respond_async(request: Request) -> bool:
+async def prefers_respond_async(request: Request) -> bool:
     """Whether the request carries ``Prefer: respond-async`` (RFC 7240).
 
     FHIR's asynchronous request pattern (hl7.org/fhir/async-bundle.html) starts with this

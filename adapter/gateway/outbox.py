@@ -208,6 +208,9 @@ class Outbox(Protocol):
         Returns the updated row, or ``None`` (changing nothing) when the lease was lost.
         """
 
+    def waiting(self, record_key: str) -> bool:
+        """Whether a queued row of this record waits (for the delivery of an earlier one)."""
+
     def requeue_expired(self, now: float) -> int:
         """Return rows whose lease has run out to the queue (or fail the non-replayable)."""
 
@@ -352,6 +355,13 @@ class _SqlOutbox:
         ):
             row = self.get(submission_id)
         return row
+
+    def waiting(self, record_key: str) -> bool:
+        rows = self._run(
+            f"SELECT 1 FROM {TABLE} WHERE record_key = ? AND state = 'queued' LIMIT 1",
+            (record_key,),
+        )
+        return bool(rows)
 
     def requeue_expired(self, now: float) -> int:
         rows = self._run(

@@ -355,7 +355,7 @@ class DeliveryWorker:
                 next_at = now + backoff(
                     attempts, self._settings.retry_base_seconds, self._settings.retry_max_seconds
                 )
-        stored = await asyncio.to_thread(
+        stored, waiting = await asyncio.to_thread(
             self._finish,
             submission_id,
             token,
@@ -380,8 +380,8 @@ class DeliveryWorker:
             self.notify()
         else:
             log.info("submission %s: %s (HTTP %s)", submission_id, state.value, result.status)
-            if stored.record_key is not None:
-                self.notify()  # the record's next version may have been waiting for this one
+            if waiting:
+                self.notify()  # the record's next version was waiting for this one
         return stored
 
     def _finish(
@@ -394,8 +394,15 @@ class DeliveryWorker:
         error: str | None,
         now: float,
         next_at: float | None = None,
-    ) -> Submission | None:
-        return self._outbox.finish(
+    ) -> tuple[Submission | None, bool]:
+        """The verdict stored, and whether a later version of the record waits for it.
+
+        The loop is woken only then (or for a retry): waking it after every delivery cost a
+        claim, a supersede scan and a due-time query, four statements for nothing when no
+        row waits. A row queued after this check was not blocked by this one (it is leased
+        at once, or queued with a wake-up of its own), and the poll stays the backstop.
+        """
+        stored = self._outbox.finish(
             submission_id,
             token,
             state=state,
@@ -405,3 +412,10 @@ class DeliveryWorker:
             error=None if error is None else error[:_MAX_ERROR_CHARS],
             next_attempt_at=next_at,
         )
+        waiting = (
+            stored is not None
+            and stored.state is not State.QUEUED
+            and stored.record_key is not None
+            and self._outbox.waiting(stored.record_key)
+        )
+        return stored, waiting

@@ -190,3 +190,59 @@ def test_a_version_arriving_during_delivery_waits_for_it(
         if e["resource"]["resourceType"] == "Patient"
     ]
     assert genders == ["male", "female"]  # one at a time, in the order they were accepted
+
+
+def test_a_waiting_version_is_sent_as_soon_as_the_one_before_is_delivered(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """The delivery of version 1 wakes the worker for version 2, which waited for it: with a
+    30 s poll, version 2 is delivered well before the poll would have found it."""
+    record = load_case(CASE)
+    changed = copy.deepcopy(record)
+    changed["patient"]["sex"] = "female"
+    in_flight, release = threading.Event(), threading.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        if not in_flight.is_set():
+            in_flight.set()
+            deadline = time.monotonic() + 10
+            while not release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        return upstream._transaction(request)
+
+    upstream.transaction_route.mock(side_effect=held)
+    with running(make_settings(tmp_path, poll_seconds=30.0)) as client:
+        first = threading.Thread(
+            target=lambda: client.post("/case-records", content=body(record), headers=HEADERS)
+        )
+        first.start()
+        assert in_flight.wait(10)
+        second = client.post("/case-records", content=body(changed), headers=HEADERS)
+        assert second.status_code == 202
+        release.set()
+        first.join(10)
+        wait_for_status(client, second.headers["location"], "delivered", timeout=5.0)
+
+
+def test_a_delivery_with_nothing_waiting_leaves_the_worker_asleep(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A synchronous delivery that no later version waits for does not wake the delivery
+    loop (a claim, a supersede scan and a due-time query for nothing, on every request)."""
+    with running(make_settings(tmp_path, poll_seconds=30.0)) as client:
+        outbox = client.app.state.gateway.outbox  # type: ignore[attr-defined]
+        claims: list[float] = []
+        original = outbox.claim
+
+        def counted(**kwargs: Any) -> Any:
+            claims.append(time.monotonic())
+            return original(**kwargs)
+
+        outbox.claim = counted
+        time.sleep(0.2)  # the loop's first look at start-up is over
+        claims.clear()
+        for case in (CASE, "caruso2022-02"):
+            answer = client.post("/case-records", content=body(load_case(case)), headers=HEADERS)
+            assert answer.status_code == 201, answer.text
+        time.sleep(0.3)
+        assert claims == []

@@ -304,6 +304,16 @@ def test_a_version_waits_while_the_previous_one_is_being_delivered(outbox: Outbo
     assert claim(outbox, now=1004.0) == ["v2"]
 
 
+def test_waiting_tells_whether_a_version_of_the_record_is_queued(outbox: Outbox) -> None:
+    outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=Lease("a", "gw", 1060.0))
+    assert not outbox.waiting(RECORD)  # the one being delivered does not count
+    outbox.add(new("v2", record_key=RECORD), now=1001.0, lease=Lease("b", "gw", 1061.0))
+    assert outbox.waiting(RECORD) and not outbox.waiting(RECORD + "-2")
+    finish(outbox, "v1", "a", State.DELIVERED, 1003.0)
+    assert claim(outbox, now=1004.0) == ["v2"]
+    assert not outbox.waiting(RECORD)
+
+
 def test_a_newer_version_supersedes_a_waiting_one(outbox: Outbox) -> None:
     outbox.add(new("v1", record_key=RECORD), now=1000.0, lease=None, due=1100.0)
     outbox.add(new("other", record_key=RECORD + "-2"), now=1000.5, lease=None)

@@ -151,17 +151,21 @@ def test_only_the_newest_of_queued_versions_is_sent(
     assert client.get(older.headers["location"], headers=AUTH).json()["status"] == "superseded"
 
 
-def test_a_version_arriving_during_delivery_waits_for_it(
-    client: TestClient, upstream: FakeUpstream
-) -> None:
-    """While version 1 is being delivered, version 2 is queued (202), not sent alongside."""
+def two_versions() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The case, and a later version of it in which the patient's sex was corrected."""
     record = load_case(CASE)
     changed = copy.deepcopy(record)
     changed["patient"]["sex"] = "female"
+    return record, changed
+
+
+def hold_first_transaction(upstream: FakeUpstream) -> tuple[threading.Event, threading.Event]:
+    """Hold the upstream's first transaction (version 1's) until ``release`` is set;
+    ``in_flight`` is set once it is held."""
     in_flight, release = threading.Event(), threading.Event()
 
     async def held(request: httpx.Request) -> httpx.Response:
-        if not in_flight.is_set():  # hold version 1's transaction until version 2 is in
+        if not in_flight.is_set():
             in_flight.set()
             deadline = time.monotonic() + 10
             while not release.is_set() and time.monotonic() < deadline:
@@ -169,6 +173,15 @@ def test_a_version_arriving_during_delivery_waits_for_it(
         return upstream._transaction(request)
 
     upstream.transaction_route.mock(side_effect=held)
+    return in_flight, release
+
+
+def test_a_version_arriving_during_delivery_waits_for_it(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    """While version 1 is being delivered, version 2 is queued (202), not sent alongside."""
+    record, changed = two_versions()
+    in_flight, release = hold_first_transaction(upstream)
     answers: list[httpx.Response] = []
     first = threading.Thread(
         target=lambda: answers.append(
@@ -197,20 +210,8 @@ def test_a_waiting_version_is_sent_as_soon_as_the_one_before_is_delivered(
 ) -> None:
     """The delivery of version 1 wakes the worker for version 2, which waited for it: with a
     30 s poll, version 2 is delivered well before the poll would have found it."""
-    record = load_case(CASE)
-    changed = copy.deepcopy(record)
-    changed["patient"]["sex"] = "female"
-    in_flight, release = threading.Event(), threading.Event()
-
-    async def held(request: httpx.Request) -> httpx.Response:
-        if not in_flight.is_set():
-            in_flight.set()
-            deadline = time.monotonic() + 10
-            while not release.is_set() and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-        return upstream._transaction(request)
-
-    upstream.transaction_route.mock(side_effect=held)
+    record, changed = two_versions()
+    in_flight, release = hold_first_transaction(upstream)
     with running(make_settings(tmp_path, poll_seconds=30.0)) as client:
         first = threading.Thread(
             target=lambda: client.post("/case-records", content=body(record), headers=HEADERS)

@@ -14,8 +14,9 @@ literal beyond 64 bits). Anything else, including every input orjson refuses, go
 reference parser, so errors and values are the same whichever parser ran
 (tests/unit/test_loader.py compares them).
 
-Every check here is linear in the size of the input: strings are cut out by one regular
-expression that never backtracks (possessive quantifiers), and the rest is ``str`` methods.
+Every check here is linear in the size of the input: the regular expressions (cutting strings
+out for the depth guard, counting keys) never backtrack (possessive quantifiers), and the rest
+is ``str`` methods and one pass over the parsed containers.
 """
 
 from __future__ import annotations
@@ -217,8 +218,13 @@ _ESCAPED_MEMBER_END = re.compile(r'(?<!\\)(?:\\\\)*+\\"[ \t\n\r]*+:')
 
 
 def _keys_in_text(text: str) -> int:
-    """Object members of JSON text, counted by their keys' closing quotes (exact: a quote after
-    an even run of backslashes ends a string, and a string followed by a colon is a key)."""
+    """Object members of JSON text, counted by their keys' closing quotes; never fewer.
+
+    A quote after an even run of backslashes opens or closes a string, and a closing quote
+    followed by a colon ends a key, so every member is counted once. The count is higher only
+    when a string opens with a colon (``": ..."``): the text then goes to the reference parser,
+    which is slower and gives the same value.
+    """
     keys = len(_MEMBER_END.findall(text))
     if '\\"' in text:
         keys -= len(_ESCAPED_MEMBER_END.findall(text))
@@ -245,10 +251,10 @@ def _settle_floats(node: dict[str, Any] | list[Any]) -> bool:
 def _fast_parse(text: str) -> dict[str, Any] | None:
     """orjson's parse when it provably equals the reference's; None to ask the reference.
 
-    One pass over the parsed containers (not the scalars, except in a container that holds a
-    float) counts the members, bounds the depth and settles the floats; one scan of the text
-    counts the keys. Text inside strings can only add key matches (then the reference parses,
-    slower and the same), never hide one, since orjson has accepted the text as JSON.
+    One pass over the parsed containers, level by level, counts the members, bounds the depth
+    and settles the floats; one scan of the text counts the keys. A key count above the members
+    means orjson dropped a duplicate key (the reference refuses those), or a string opened with
+    a colon: either way the reference parses.
     """
     try:
         value = orjson.loads(text)

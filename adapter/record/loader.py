@@ -191,11 +191,30 @@ def _reference_parse(text: str) -> dict[str, Any]:
     return value
 
 
-def _members_within_depth(value: Any) -> int | None:
+def _settle_floats(node: dict[str, Any] | list[Any]) -> bool:
+    """Make orjson's floats what the reference parser gives, in place; False where unsure.
+
+    An integral float below 2**53 becomes an int, as ``_number`` does. An integral float at or
+    above 2**53 may be an integer literal orjson rounded (beyond 64 bits) where the reference
+    keeps every digit: not decidable from the value, so the reference parses. Any other float is
+    the same double in both (both round correctly; orjson refuses what overflows).
+    """
+    items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, item in items:
+        if item.__class__ is float and item.is_integer():
+            if abs(item) >= 2**53:
+                return False
+            node[key] = int(item)
+    return True
+
+
+def _members_within_depth(value: Any, settle_floats: bool = False) -> int | None:
     """Object members of a parsed value, or None when it nests deeper than MAX_DEPTH.
 
     Level by level over containers only (scalars are not visited one by one in Python), so
-    the depth comes with the count at no extra cost.
+    the depth comes with the count at no extra cost. With ``settle_floats`` (orjson's
+    result), each container's floats are settled on the way (:func:`_settle_floats`), and
+    None also means one could not be.
     """
     members = 0
     level = [value] if value.__class__ is dict or value.__class__ is list else []
@@ -205,6 +224,9 @@ def _members_within_depth(value: Any) -> int | None:
             children = node.values() if node.__class__ is dict else node
             members += len(node) if node.__class__ is dict else 0
             below += [x for x in children if x.__class__ is dict or x.__class__ is list]
+            floats = settle_floats and float in {x.__class__ for x in children}
+            if floats and not _settle_floats(node):
+                return None
         if not below:
             return members
         level = below
@@ -231,23 +253,6 @@ def _keys_in_text(text: str) -> int:
     return keys
 
 
-def _settle_floats(node: dict[str, Any] | list[Any]) -> bool:
-    """Make orjson's floats what the reference parser gives, in place; False where unsure.
-
-    An integral float below 2**53 becomes an int, as ``_number`` does. An integral float at or
-    above 2**53 may be an integer literal orjson rounded (beyond 64 bits) where the reference
-    keeps every digit: not decidable from the value, so the reference parses. Any other float is
-    the same double in both (both round correctly; orjson refuses what overflows).
-    """
-    items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
-    for key, item in items:
-        if item.__class__ is float and item.is_integer():
-            if abs(item) >= 2**53:
-                return False
-            node[key] = int(item)
-    return True
-
-
 def _fast_parse(text: str) -> dict[str, Any] | None:
     """orjson's parse when it provably equals the reference's; None to ask the reference.
 
@@ -262,24 +267,9 @@ def _fast_parse(text: str) -> dict[str, Any] | None:
         return None  # the reference words the error (or, rarely, accepts: big integers)
     if value.__class__ is not dict:
         return None
-    members = 0
-    level: list[Any] = [value]
-    for _ in range(MAX_DEPTH):
-        below: list[Any] = []
-        for node in level:
-            if node.__class__ is dict:
-                members += len(node)
-                children = node.values()
-            else:
-                children = node
-            below += [x for x in children if x.__class__ is dict or x.__class__ is list]
-            if float in {x.__class__ for x in children} and not _settle_floats(node):
-                return None
-        if not below:
-            break
-        level = below
-    else:
-        return None  # deeper than MAX_DEPTH
+    members = _members_within_depth(value, settle_floats=True)
+    if members is None:
+        return None  # deeper than MAX_DEPTH, or a float the reference may read otherwise
     if _keys_in_text(text) != members:
         return None
     return value
